@@ -1,0 +1,8 @@
+"""nt-harness: which reasoning traces should a student learn from?"""
+
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("nt_harness")
+"""Marker for plugin hook implementations: ``@nt_harness.hookimpl``."""

@@ -1,0 +1,124 @@
+"""The seven kinds of component and the context a stage runs in.
+
+A component is a class with a ``name``, a ``version`` (bump it when its output changes: it is part of
+every cache key) and a pydantic ``Settings`` model (unknown keys are refused, so a typo is named).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger("nt_harness")
+
+
+class Settings(BaseModel):
+    """Base for component settings: unknown keys are an error, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+@dataclass
+class Context:
+    """What a stage may use besides its inputs.
+
+    ``out`` is a private folder the stage writes into; it becomes the stored output only when the stage
+    returns (temp + rename). ``scratch`` survives a crash, for work that resumes (teacher shards).
+    """
+
+    out: Path
+    scratch: Path
+    workdir: Path
+    seed: int = 0
+    threads: int = 2
+    progress: Any = None  # nt_harness.progress.Progress
+    resolve_model: Any = None  # callable(spec: str) -> str (local folder or hub id)
+    source: Any = None  # the pipeline's Source, for its verifier
+    stats: dict = field(default_factory=dict)  # counters that go into the manifest
+
+
+class Component:
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+
+    class Settings(Settings):
+        pass
+
+    def __init__(self, settings: Settings | None = None, **kw):
+        self.settings = settings if settings is not None else self.Settings(**kw)
+
+    def __repr__(self):
+        return f"{self.kind}:{self.name}"
+
+
+class Source(Component):
+    """Produces questions (schema ``records.QUESTIONS``) or ready-made traces."""
+
+    kind = "source"
+
+    def load(self, ctx: Context) -> pa.Table:
+        raise NotImplementedError
+
+    def score(self, questions: pa.Table, answers: list[str]) -> list[float | None]:
+        """Grade ``answers[i]`` against question row i; None when this source has no verifier."""
+        return [None] * len(answers)
+
+
+class Teacher(Component):
+    """Turns questions into traces (schema ``records.TRACES``), n per question."""
+
+    kind = "teacher"
+
+    def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
+        raise NotImplementedError
+
+
+class Annotator(Component):
+    """Returns a table with ``trace_id`` and new columns, one row per trace of the pool."""
+
+    kind = "annotator"
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
+        raise NotImplementedError
+
+
+class Selector(Component):
+    """Decides, for every trace of the pool, whether it is kept and why (schema ``records.SELECTION``).
+
+    ``requires`` names the annotation columns it reads, so the pipeline can name a missing annotator.
+    """
+
+    kind = "selector"
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def select(self, pool: pa.Table, budget: int, seed: int, ctx: Context) -> pa.Table:
+        raise NotImplementedError
+
+
+class Trainer(Component):
+    """Fine-tunes ``student`` on the training examples; writes a Hugging Face folder into ``ctx.out``."""
+
+    kind = "trainer"
+
+    def train(self, examples: pa.Table, student: str, ctx: Context) -> dict:
+        raise NotImplementedError
+
+
+class Benchmark(Component):
+    """Scores a model folder; returns a list of result rows (schema in ``records.RESULT_FIELDS``)."""
+
+    kind = "benchmark"
+
+    def evaluate(self, model: str, ctx: Context) -> list[dict]:
+        raise NotImplementedError
+
+
+KINDS = ("source", "teacher", "annotator", "selector", "trainer", "benchmark")

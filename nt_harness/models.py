@@ -1,0 +1,30 @@
+"""Model specs: a local folder, a registered alias (built once into ``<workdir>/models/<alias>``), or a
+Hugging Face hub id passed through unchanged."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+
+class ModelResolver:
+    def __init__(self, aliases: dict[str, Callable[[Path], None]], cache: Path, progress=None):
+        self.aliases, self.cache, self.progress = aliases, Path(cache), progress
+
+    def resolve(self, spec: str) -> str:
+        if spec in self.aliases:
+            folder = self.cache / spec
+            if not (folder / "config.json").exists():
+                tmp = self.cache / f".tmp-{spec}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                if self.progress:
+                    self.progress.log(f"building model {spec!r} into {folder} (once)")
+                self.aliases[spec](tmp)
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
+            return str(folder)
+        if Path(spec).expanduser().exists():
+            return str(Path(spec).expanduser().resolve())
+        return spec  # a hub id; transformers will fetch it (or fail clearly when offline)

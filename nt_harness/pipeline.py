@@ -1,0 +1,244 @@
+"""source -> teacher -> annotators -> selector -> trainer -> benchmarks, each a cached stage.
+
+Each stage reads only what the stage before it wrote (through the store) and is keyed by its component,
+settings and input keys; ``force`` names the stages to recompute.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ValidationError
+
+from nt_harness.components import Component, Context
+from nt_harness.models import ModelResolver
+from nt_harness.plugins import PluginError, Plugins
+from nt_harness.progress import Progress
+from nt_harness.records import EXAMPLES, QUESTIONS, SELECTION, TRACES, conform
+from nt_harness.recipes import SpecError
+from nt_harness.store import Entry, Store, write_table
+
+STAGES = ("source", "teacher", "annotate", "select", "train", "evaluate")
+
+
+@dataclass
+class RunResult:
+    """What the leaderboard needs from one (recipe, budget, student) run."""
+
+    recipe: str
+    budget: int | None
+    student: str
+    results: list[dict]
+    cost: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # stage -> store key
+
+
+def build_examples(pool: pa.Table, selection: pa.Table) -> pa.Table:
+    """Kept traces in selection order, as System-2 (full trace) training examples."""
+    kept = selection.filter(pc.field("kept")).sort_by("rank")
+    index = {tid: i for i, tid in enumerate(pool.column("trace_id").to_pylist())}
+    rows = pool.take([index[t] for t in kept.column("trace_id").to_pylist()])
+    return pa.table(
+        {
+            "trace_id": rows.column("trace_id"),
+            "question": rows.column("question"),
+            "thinking": rows.column("thinking"),
+            "answer": rows.column("answer"),
+            "mode": pa.array(["system2"] * rows.num_rows, pa.string()),
+        },
+        schema=EXAMPLES,
+    )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        plugins: Plugins,
+        store: Store,
+        progress: Progress,
+        threads: int = 2,
+        force: set[str] = frozenset(),
+    ):
+        self.plugins, self.store, self.progress = plugins, store, progress
+        self.threads = threads
+        unknown = set(force) - set(STAGES) - {"all"}
+        if unknown:
+            raise SpecError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+        self.force = set(STAGES) if "all" in force else set(force)
+        self.models = ModelResolver(plugins.models, store.root / "models", progress)
+        self._forced_done: set[str] = set()
+
+    # building blocks -----------------------------------------------------------------------------
+    def instantiate(self, kind: str, conf: dict | str, where: str) -> Component:
+        conf = {"name": conf} if isinstance(conf, str) else dict(conf)
+        if "name" not in conf:
+            raise SpecError(f"{where}: no {kind} name given")
+        cls = self.plugins.component(kind, conf.pop("name"))
+        try:
+            return cls(**conf)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{where}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            raise SpecError(f"invalid settings for {kind} {cls.name!r}: {problems}") from None
+
+    def stage(self, stage: str, comp: Component, inputs: dict, run, source=None) -> Entry:
+        settings = comp.settings.model_dump(mode="json")
+        key = self.store.key(stage, comp.name, comp.version, settings, inputs)
+        entry = self.store.get(stage, comp.name, key)
+        forced = stage in self.force and (stage, key) not in self._forced_done
+        if entry is not None and not forced:
+            return entry
+        self._forced_done.add((stage, key))
+        manifest = {"component": comp.name, "kind": comp.kind, "version": comp.version, "settings": settings,
+                    "inputs": inputs}
+        with self.store.writing(stage, comp.name, key, manifest) as out:
+            ctx = Context(
+                out=out,
+                scratch=self.store.scratch(stage, comp.name, key),
+                workdir=self.store.root,
+                threads=self.threads,
+                progress=self.progress,
+                resolve_model=self.models.resolve,
+                source=source,
+            )
+            stats = run(ctx) or {}
+            manifest["stats"] = {**ctx.stats, **stats}
+        self.progress.log(f"[green]✓[/] {stage} {comp.name} ({key[:8]})")
+        return self.store.get(stage, comp.name, key)
+
+    # the pipeline ----------------------------------------------------------------------------------
+    def pool(self, spec: dict) -> tuple[Component, Entry]:
+        source = self.instantiate("source", spec["source"], "source")
+        teacher = self.instantiate("teacher", spec["teacher"], "teacher")
+
+        def load(ctx):
+            table = conform(source.load(ctx), QUESTIONS, f"source {source.name}")
+            write_table(table, ctx.out)
+            return {"questions": table.num_rows}
+
+        questions = self.stage("source", source, {}, load)
+
+        def generate(ctx):
+            table = conform(teacher.generate(questions.table(), ctx), TRACES, f"teacher {teacher.name}")
+            if table.num_rows != len(set(table.column("trace_id").to_pylist())):
+                raise RuntimeError(f"teacher {teacher.name} produced duplicate trace ids")
+            write_table(table, ctx.out)
+            tokens = pc.sum(table.column("completion_tokens")).as_py() or 0
+            return {"traces": table.num_rows, "completion_tokens": tokens,
+                    "prompt_tokens": pc.sum(table.column("prompt_tokens")).as_py() or 0,
+                    "complete": pc.sum(table.column("complete").cast(pa.int64())).as_py() or 0}
+
+        return source, self.stage("teacher", teacher, {"questions": questions.key}, generate, source)
+
+    def annotated(self, spec: dict, source, pool: Entry) -> tuple[pa.Table, list[str]]:
+        table = pool.table()
+        keys = []
+        for i, conf in enumerate(spec.get("annotators", [])):
+            ann = self.instantiate("annotator", conf, f"annotators[{i}]")
+
+            def annotate(ctx, ann=ann):
+                cols = ann.annotate(table, ctx)
+                if cols.column("trace_id").to_pylist() != table.column("trace_id").to_pylist():
+                    raise RuntimeError(f"annotator {ann.name} must return one row per trace, in pool order")
+                write_table(cols, ctx.out)
+
+            entry = self.stage("annotate", ann, {"pool": pool.key}, annotate, source)
+            keys.append(entry.key)
+            for name in entry.table().column_names:
+                if name != "trace_id":
+                    col = entry.table().column(name)
+                    table = table.set_column(table.schema.get_field_index(name), name, col) if name in table.column_names else table.append_column(name, col)
+        return table, keys
+
+    def run(self, recipe: str, spec: dict) -> RunResult:
+        started = time.time()
+        budget, seed, student = int(spec["budget"]), int(spec.get("seed", 0)), spec["student"]
+        source, pool = self.pool(spec)
+        table, ann_keys = self.annotated(spec, source, pool)
+        selector = self.instantiate("selector", spec["selector"], "selector")
+        missing = [c for c in selector.requires if c not in table.column_names]
+        if missing:
+            raise SpecError(
+                f"selector {selector.name!r} needs column(s) {', '.join(missing)}; add the annotator that writes "
+                f"them to the recipe's annotators (present: {', '.join(a['name'] for a in spec.get('annotators', [])) or 'none'})"
+            )
+
+        def select(ctx):
+            sel = conform(selector.select(table, budget, seed, ctx), SELECTION, f"selector {selector.name}")
+            if sel.num_rows != table.num_rows:
+                raise RuntimeError(f"selector {selector.name} must return one row per trace of the pool")
+            write_table(sel, ctx.out)
+            reasons = {}
+            for r in sel.column("reason").to_pylist():
+                reasons[r] = reasons.get(r, 0) + 1
+            return {"kept": pc.sum(sel.column("kept").cast(pa.int64())).as_py() or 0, "reasons": reasons}
+
+        chosen = self.stage("select", selector, {"pool": pool.key, "annotations": ann_keys, "budget": budget,
+                                                  "seed": seed}, select, source)
+        reasons = chosen.manifest["stats"]["reasons"]
+        self.progress.log(f"{recipe}: selector {selector.name} kept {chosen.manifest['stats']['kept']} "
+                          f"of {table.num_rows} traces — " + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())))
+
+        trainer = self.instantiate("trainer", spec["trainer"], "trainer")
+
+        def train(ctx):
+            examples = build_examples(table, chosen.table())
+            write_table(examples, ctx.out, "examples")
+            return trainer.train(examples, self.models.resolve(student), ctx)
+
+        trained = self.stage("train", trainer, {"selection": chosen.key, "student": student}, train, source)
+        results, evals = self.evaluate(spec, str(trained.path / "model"), trained.key, source)
+        return RunResult(
+            recipe=recipe,
+            budget=budget,
+            student=student,
+            results=results,
+            cost=self.cost([pool, chosen, trained, *evals], started),
+            provenance={"pool": pool.key, "selection": chosen.key, "checkpoint": trained.key,
+                        **trained.manifest.get("stats", {}).get("provenance", {})},
+            stages={"teacher": pool.key, "select": chosen.key, "train": trained.key},
+        )
+
+    def baseline(self, spec: dict) -> RunResult:
+        """The untrained student on the same benchmarks: the reference row."""
+        student = spec["student"]
+        results, evals = self.evaluate(spec, self.models.resolve(student), f"base:{student}", None)
+        return RunResult(recipe="(base student)", budget=0, student=student, results=results,
+                         cost=self.cost(evals, time.time()))
+
+    def evaluate(self, spec: dict, model: str, model_key: str, source) -> tuple[list[dict], list[Entry]]:
+        results, entries = [], []
+        for i, conf in enumerate(spec.get("benchmarks", [])):
+            bench = self.instantiate("benchmark", conf, f"benchmarks[{i}]")
+
+            def evaluate(ctx, bench=bench):
+                rows = bench.evaluate(model, ctx)
+                (ctx.out / "results.json").write_text(json.dumps(rows, indent=2))
+                return {"rows": len(rows)}
+
+            entry = self.stage("evaluate", bench, {"model": model_key}, evaluate, source)
+            entries.append(entry)
+            results += json.loads((entry.path / "results.json").read_text())
+        return results, entries
+
+    @staticmethod
+    def cost(entries: list[Entry], started: float) -> dict:
+        """Compute time is the sum of the stages' own wall times, whether or not they ran now."""
+        out = {"wall_s": 0.0, "teacher_tokens": 0, "train_tokens": 0}
+        for e in entries:
+            m = e.manifest
+            out["wall_s"] += m.get("wall_s", 0.0)
+            stats = m.get("stats", {})
+            if e.stage == "teacher":
+                out["teacher_tokens"] += stats.get("completion_tokens", 0) + stats.get("prompt_tokens", 0)
+            if e.stage == "train":
+                out["train_tokens"] += stats.get("train_tokens", 0)
+        out["wall_s"] = round(out["wall_s"], 1)
+        return out

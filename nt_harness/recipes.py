@@ -1,0 +1,125 @@
+"""Recipes (a method: annotators, selector, trainer settings) and profiles (the setting a method runs
+in: source, teacher, student, benchmarks, budget). Both are data: dicts, TOML or YAML files.
+
+A run's spec is profile, then recipe, then command-line overrides, merged in that order.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SECTIONS = ("source", "teacher", "selector", "trainer")  # one component each
+LISTS = ("annotators", "benchmarks")  # several components each
+SCALARS = ("student", "budget", "seed", "native_budget")
+KEYS = SECTIONS + LISTS + SCALARS + ("mixing",)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    spec: dict = field(default_factory=dict)
+    native_budget: int | None = None  # the size the recipe's paper used (LIMO 817, s1K 1000)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    spec: dict = field(default_factory=dict)
+
+
+class SpecError(ValueError):
+    """A spec key or value is wrong; the message names it."""
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a TOML or YAML recipe/profile file; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise SpecError(f"{path}: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a table of settings at the top level")
+    return data
+
+
+def recipe_from_file(path: str | Path) -> Recipe:
+    data = load_file(path)
+    name = data.pop("name", Path(path).stem)
+    description = data.pop("description", f"recipe file {path}")
+    native = data.pop("native_budget", None)
+    check_keys(data, str(path))
+    return Recipe(name=name, description=description, spec=data, native_budget=native)
+
+
+def check_keys(spec: dict, where: str) -> None:
+    for key in spec:
+        if key not in KEYS and key != "profile":
+            raise SpecError(f"{where}: unknown key {key!r}; known keys: {', '.join(KEYS)}")
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep-merge ``over`` into a copy of ``base``. Component lists merge by component name."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key in LISTS:
+            items = {c["name"]: c for c in out.get(key, [])}
+            for comp in value:
+                items[comp["name"]] = {**items.get(comp["name"], {}), **comp}
+            out[key] = list(items.values())
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            # a different component replaces the section; the same one is refined key by key
+            if "name" in value and value["name"] != out[key].get("name"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_value(text: str):
+    """``--set`` values are TOML scalars/arrays; anything that is not parses as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_sets(spec: dict, sets: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides, e.g. ``trainer.lr=1e-5`` or ``benchmarks.lmeval.limit=8``."""
+    spec = copy.deepcopy(spec)
+    for item in sets:
+        if "=" not in item:
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        value = parse_value(raw.strip())
+        head = parts[0]
+        if head not in KEYS:
+            raise SpecError(f"--set {path}: unknown section {head!r}; known: {', '.join(KEYS)}")
+        if head in SCALARS:
+            spec[head] = value
+        elif head in LISTS:
+            if len(parts) != 3:
+                raise SpecError(f"--set {path}: use {head}.<component>.<key>=value")
+            comps = {c["name"]: c for c in spec.get(head, [])}
+            if parts[1] not in comps:
+                raise SpecError(f"--set {path}: no {head[:-1]} {parts[1]!r} in this run; present: {', '.join(comps)}")
+            comps[parts[1]][parts[2]] = value
+        else:
+            node = spec.setdefault(head, {})
+            for p in parts[1:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = value
+    return spec

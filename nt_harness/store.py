@@ -1,0 +1,132 @@
+"""Content-addressed stage store.
+
+A stage output lives in ``<workdir>/store/<stage>/<component>-<key>/`` with a ``manifest.json``. The key
+hashes (stage, component name and version, settings, input keys), so a stage that has run is never run
+again and two recipes that share a pool share it. Outputs are written into a temporary folder and
+renamed into place only when complete: a crash leaves nothing half-written. ``scratch`` folders
+survive crashes for stages that resume (teacher shards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
+
+TRACKED_VERSIONS = ("nt-harness", "torch", "transformers", "accelerate", "peft", "lm-eval", "datasets", "reasoning-gym")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_VERSIONS:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StoreLocked(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    stage: str
+    key: str
+    path: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.path / "manifest.json").read_text())
+
+    def table(self, name: str = "data") -> pa.Table:
+        return pq.read_table(self.path / f"{name}.parquet")
+
+
+class Store:
+    def __init__(self, workdir: str | Path):
+        self.root = Path(workdir).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(self.root / ".lock")
+
+    @contextmanager
+    def locked(self):
+        """One run per store at a time; a second run is told who holds it instead of corrupting it."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise StoreLocked(f"another nt-harness run is using {self.root} (lock {self.root / '.lock'})") from None
+        try:
+            yield self
+        finally:
+            self._lock.release()
+
+    @staticmethod
+    def key(stage: str, component: str, version: str, settings: dict, inputs: dict[str, str]) -> str:
+        return fingerprint(
+            {"stage": stage, "component": component, "version": version, "settings": settings, "inputs": inputs}
+        )[:20]
+
+    def path(self, stage: str, component: str, key: str) -> Path:
+        return self.root / "store" / stage / f"{component.replace(':', '_')}-{key}"
+
+    def get(self, stage: str, component: str, key: str) -> Entry | None:
+        path = self.path(stage, component, key)
+        return Entry(stage, key, path) if (path / "manifest.json").exists() else None
+
+    def scratch(self, stage: str, component: str, key: str) -> Path:
+        path = self.root / "scratch" / stage / f"{component.replace(':', '_')}-{key}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def writing(self, stage: str, component: str, key: str, manifest: dict):
+        """Yield a temp folder; on success write the manifest and rename it into place atomically."""
+        final = self.path(stage, component, key)
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        started = time.time()
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        manifest = {
+            "stage": stage,
+            "key": key,
+            **manifest,
+            "versions": library_versions(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "wall_s": round(time.time() - started, 3),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        if final.exists():  # --force: replace the old output only once the new one is complete
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        shutil.rmtree(self.root / "scratch" / stage / final.name, ignore_errors=True)
+
+
+def write_table(table: pa.Table, folder: Path, name: str = "data") -> Path:
+    path = folder / f"{name}.parquet"
+    pq.write_table(table, path)
+    return path

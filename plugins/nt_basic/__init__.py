@@ -1,0 +1,1 @@
+"""nt_basic plugin for nt-harness."""

@@ -1,0 +1,1 @@
+"""nt_embedded plugin for nt-harness."""

@@ -1,0 +1,1 @@
+"""nt_gym plugin for nt-harness."""

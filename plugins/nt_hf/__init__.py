@@ -1,0 +1,11 @@
+"""Transformers-backed components: the `smollm2` and `tiny-llama` model aliases, the `hf` teacher and
+the `system1` annotator."""
+
+import nt_harness
+from nt_hf.models import build_smollm2, build_tiny_llama
+
+
+@nt_harness.hookimpl
+def register_models(register):
+    register("smollm2", build_smollm2)
+    register("tiny-llama", build_tiny_llama)

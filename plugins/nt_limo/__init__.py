@@ -1,0 +1,1 @@
+"""nt_limo plugin for nt-harness."""

@@ -1,0 +1,1 @@
+"""nt_lmeval plugin for nt-harness."""

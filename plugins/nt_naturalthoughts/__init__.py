@@ -1,0 +1,1 @@
+"""nt_naturalthoughts plugin for nt-harness."""

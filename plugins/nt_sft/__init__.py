@@ -1,0 +1,1 @@
+"""nt_sft plugin for nt-harness."""
