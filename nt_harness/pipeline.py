@@ -7,7 +7,6 @@ settings and input keys; ``force`` names the stages to recompute.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,16 +113,17 @@ class Pipeline:
         return self.store.get(stage, comp.name, key)
 
     # the pipeline ----------------------------------------------------------------------------------
+    @staticmethod
+    def _load(source, ctx) -> dict:
+        table = conform(source.load(ctx), QUESTIONS, f"source {source.name}")
+        write_table(table, ctx.out)
+        return {"questions": table.num_rows}
+
     def pool(self, spec: dict) -> tuple[Component, Entry]:
         source = self.instantiate("source", spec["source"], "source")
         teacher = self.instantiate("teacher", spec["teacher"], "teacher")
 
-        def load(ctx):
-            table = conform(source.load(ctx), QUESTIONS, f"source {source.name}")
-            write_table(table, ctx.out)
-            return {"questions": table.num_rows}
-
-        questions = self.stage("source", source, {}, load)
+        questions = self.stage("source", source, {}, lambda ctx: self._load(source, ctx))
 
         def generate(ctx):
             table = conform(teacher.generate(questions.table(), ctx), TRACES, f"teacher {teacher.name}")
@@ -137,9 +137,9 @@ class Pipeline:
 
         return source, self.stage("teacher", teacher, {"questions": questions.key}, generate, source)
 
-    def annotated(self, spec: dict, source, pool: Entry) -> tuple[pa.Table, list[str]]:
+    def annotated(self, spec: dict, source, pool: Entry) -> tuple[pa.Table, list[Entry]]:
         table = pool.table()
-        keys = []
+        entries = []
         for i, conf in enumerate(spec.get("annotators", [])):
             ann = self.instantiate("annotator", conf, f"annotators[{i}]")
 
@@ -150,25 +150,51 @@ class Pipeline:
                 write_table(cols, ctx.out)
 
             entry = self.stage("annotate", ann, {"pool": pool.key}, annotate, source)
-            keys.append(entry.key)
-            for name in entry.table().column_names:
-                if name != "trace_id":
-                    col = entry.table().column(name)
-                    table = table.set_column(table.schema.get_field_index(name), name, col) if name in table.column_names else table.append_column(name, col)
-        return table, keys
+            entries.append(entry)
+            columns = entry.table()
+            for name in columns.column_names[1:]:
+                if name in table.column_names:
+                    table = table.set_column(table.schema.get_field_index(name), name, columns.column(name))
+                else:
+                    table = table.append_column(name, columns.column(name))
+        return table, entries
 
-    def run(self, recipe: str, spec: dict) -> RunResult:
-        started = time.time()
-        budget, seed, student = int(spec["budget"]), int(spec.get("seed", 0)), spec["student"]
-        source, pool = self.pool(spec)
-        table, ann_keys = self.annotated(spec, source, pool)
+    def validate(self, spec: dict) -> None:
+        """Build every component of ``spec`` before any work, so a typo costs seconds, not a run."""
+        for kind in ("source", "teacher", "selector", "trainer"):
+            self.instantiate(kind, spec[kind], kind)
+        annotators = [self.instantiate("annotator", c, f"annotators[{i}]") for i, c in enumerate(spec.get("annotators", []))]
+        for i, conf in enumerate(spec.get("benchmarks", [])):
+            self.instantiate("benchmark", conf, f"benchmarks[{i}]")
         selector = self.instantiate("selector", spec["selector"], "selector")
-        missing = [c for c in selector.requires if c not in table.column_names]
+        provided = set(TRACES.names).union(*(a.columns for a in annotators))
+        missing = [c for c in selector.requires if c not in provided]
         if missing:
             raise SpecError(
-                f"selector {selector.name!r} needs column(s) {', '.join(missing)}; add the annotator that writes "
-                f"them to the recipe's annotators (present: {', '.join(a['name'] for a in spec.get('annotators', [])) or 'none'})"
+                f"selector {selector.name!r} needs column(s) {', '.join(missing)}; add an annotator that writes "
+                f"them (present: {', '.join(a.name for a in annotators) or 'none'}; annotators and their columns: "
+                + "; ".join(f"{n}: {', '.join(c.columns)}" for n, c in sorted(self.plugins.components['annotator'].items()))
+                + ")"
             )
+
+    def run(self, recipe: str, spec: dict, until: str | None = None) -> RunResult:
+        """Run every stage of ``spec`` (or up to and including ``until``)."""
+        budget, seed, student = int(spec["budget"]), int(spec.get("seed", 0)), spec["student"]
+        partial = RunResult(recipe=recipe, budget=budget, student=student, results=[])
+        if until == "source":
+            source = self.instantiate("source", spec["source"], "source")
+            partial.stages["source"] = self.stage("source", source, {}, lambda ctx: self._load(source, ctx)).key
+            return partial
+        source, pool = self.pool(spec)
+        partial.stages["teacher"] = pool.key
+        if until == "teacher":
+            return partial
+        table, ann_entries = self.annotated(spec, source, pool)
+        ann_keys = [e.key for e in ann_entries]
+        partial.stages["annotate"] = ann_keys
+        if until == "annotate":
+            return partial
+        selector = self.instantiate("selector", spec["selector"], "selector")
 
         def select(ctx):
             sel = conform(selector.select(table, budget, seed, ctx), SELECTION, f"selector {selector.name}")
@@ -182,9 +208,12 @@ class Pipeline:
 
         chosen = self.stage("select", selector, {"pool": pool.key, "annotations": ann_keys, "budget": budget,
                                                   "seed": seed}, select, source)
+        partial.stages["select"] = chosen.key
         reasons = chosen.manifest["stats"]["reasons"]
         self.progress.log(f"{recipe}: selector {selector.name} kept {chosen.manifest['stats']['kept']} "
                           f"of {table.num_rows} traces — " + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())))
+        if until == "select":
+            return partial
 
         trainer = self.instantiate("trainer", spec["trainer"], "trainer")
 
@@ -194,24 +223,23 @@ class Pipeline:
             return trainer.train(examples, self.models.resolve(student), ctx)
 
         trained = self.stage("train", trainer, {"selection": chosen.key, "student": student}, train, source)
+        partial.stages["train"] = trained.key
+        if until == "train":
+            return partial
         results, evals = self.evaluate(spec, str(trained.path / "model"), trained.key, source)
-        return RunResult(
-            recipe=recipe,
-            budget=budget,
-            student=student,
-            results=results,
-            cost=self.cost([pool, chosen, trained, *evals], started),
-            provenance={"pool": pool.key, "selection": chosen.key, "checkpoint": trained.key,
-                        **trained.manifest.get("stats", {}).get("provenance", {})},
-            stages={"teacher": pool.key, "select": chosen.key, "train": trained.key},
-        )
+        partial.stages["evaluate"] = [e.key for e in evals]
+        partial.results = results
+        partial.cost = self.cost([pool, *ann_entries, chosen, trained, *evals])
+        partial.provenance = {"pool": pool.key, "selection": chosen.key, "checkpoint": trained.key,
+                              **trained.manifest.get("stats", {}).get("provenance", {})}
+        return partial
 
     def baseline(self, spec: dict) -> RunResult:
         """The untrained student on the same benchmarks: the reference row."""
         student = spec["student"]
         results, evals = self.evaluate(spec, self.models.resolve(student), f"base:{student}", None)
         return RunResult(recipe="(base student)", budget=0, student=student, results=results,
-                         cost=self.cost(evals, time.time()))
+                         cost=self.cost(evals))
 
     def evaluate(self, spec: dict, model: str, model_key: str, source) -> tuple[list[dict], list[Entry]]:
         results, entries = [], []
@@ -229,7 +257,7 @@ class Pipeline:
         return results, entries
 
     @staticmethod
-    def cost(entries: list[Entry], started: float) -> dict:
+    def cost(entries: list[Entry]) -> dict:
         """Compute time is the sum of the stages' own wall times, whether or not they ran now."""
         out = {"wall_s": 0.0, "teacher_tokens": 0, "train_tokens": 0}
         for e in entries:

@@ -62,6 +62,14 @@ def recipe_from_file(path: str | Path) -> Recipe:
     return Recipe(name=name, description=description, spec=data, native_budget=native)
 
 
+def profile_from_file(path: str | Path) -> Profile:
+    data = load_file(path)
+    name = data.pop("name", Path(path).stem)
+    description = data.pop("description", f"profile file {path}")
+    check_keys(data, str(path))
+    return Profile(name=name, description=description, spec=data)
+
+
 def check_keys(spec: dict, where: str) -> None:
     for key in spec:
         if key not in KEYS and key != "profile":

@@ -1,0 +1,272 @@
+"""The ``nt-harness`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nt_harness import __version__, leaderboard
+from nt_harness.pipeline import STAGES, Pipeline
+from nt_harness.plugins import PluginError, Plugins
+from nt_harness.progress import Progress
+from nt_harness.recipes import Profile, Recipe, SpecError, apply_sets, merge, profile_from_file, recipe_from_file
+from nt_harness.store import Store, StoreLocked
+
+console = Console()
+err = Console(stderr=True)
+USER_ERRORS = (PluginError, SpecError, StoreLocked)
+DEFAULT_PROFILE = "embedded"
+
+
+def plugins() -> Plugins:
+    pm = Plugins()
+    for e in pm.errors:
+        err.print(f"[yellow]warning:[/] {e}")
+    return pm
+
+
+def is_file(name: str) -> bool:
+    return name.endswith((".toml", ".yaml", ".yml")) or os.sep in name
+
+
+def resolve_recipe(pm: Plugins, name: str) -> Recipe:
+    return recipe_from_file(name) if is_file(name) else pm.recipe(name)
+
+
+def resolve_profile(pm: Plugins, name: str) -> Profile:
+    return profile_from_file(name) if is_file(name) else pm.profile(name)
+
+
+def parse_budgets(text: str | None) -> list[int | None]:
+    if not text:
+        return [None]
+    try:
+        budgets = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise SpecError(f"--budget {text!r}: expected an integer or a comma-separated list, e.g. 16,32,64") from None
+    if any(b <= 0 for b in budgets):
+        raise SpecError(f"--budget {text!r}: budgets must be positive")
+    return budgets
+
+
+def make_spec(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None) -> dict:
+    profile_name = recipe.spec.get("profile") or opts["profile"]
+    spec = merge(resolve_profile(pm, profile_name).spec, {k: v for k, v in recipe.spec.items() if k != "profile"})
+    if budget is not None:
+        spec["budget"] = budget
+    elif opts.get("native_budget") and recipe.native_budget:
+        spec["budget"] = recipe.native_budget
+    if opts.get("student"):
+        spec["student"] = opts["student"]
+    if opts.get("teacher"):
+        t = opts["teacher"]
+        if t in pm.components["teacher"]:
+            spec["teacher"] = {"name": t}
+        else:
+            spec["teacher"] = {**spec["teacher"], "model": t}
+    if opts.get("benchmarks"):
+        benches = []
+        for item in opts["benchmarks"].split(","):
+            comp, _, task = item.strip().partition(":")
+            if comp not in pm.components["benchmark"]:
+                raise PluginError(f"--benchmarks: unknown benchmark {comp!r}; available: "
+                                  f"{', '.join(sorted(pm.components['benchmark']))} (use NAME or NAME:TASK)")
+            benches.append({"name": comp, **({"tasks": [task]} if task else {})})
+        spec["benchmarks"] = benches
+    if opts.get("seed") is not None:
+        spec["seed"] = opts["seed"]
+    spec = apply_sets(spec, list(opts.get("set") or ()))
+    for key in ("source", "teacher", "selector", "trainer", "student", "budget"):
+        if key not in spec:
+            raise SpecError(f"recipe {recipe.name!r} with profile {profile_name!r}: no {key} given")
+    return spec
+
+
+def run_options(f):
+    options = [
+        click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
+                     help="where questions, teacher, student and benchmarks come from (a name or a TOML/YAML file)"),
+        click.option("--budget", help="training examples per recipe; a list (16,32,64) sweeps"),
+        click.option("--native-budget", is_flag=True, help="each recipe at its own paper's size"),
+        click.option("--student", help="student model: alias, folder or hub id"),
+        click.option("--teacher", help="teacher component name or teacher model"),
+        click.option("--benchmarks", help="comma-separated NAME or NAME:TASK"),
+        click.option("--seed", type=int),
+        click.option("--workdir", default=lambda: os.environ.get("NT_HARNESS_WORKDIR", ".nt-harness"),
+                     show_default=".nt-harness", help="stage store (shared by all runs)"),
+        click.option("--set", "set", multiple=True, metavar="KEY=VALUE",
+                     help="override any setting, e.g. trainer.lr=1e-5 or benchmarks.lmeval.limit=8"),
+        click.option("--force", multiple=True, type=click.Choice(STAGES + ("all",)),
+                     help="recompute this stage even if stored"),
+        click.option("--threads", type=int, default=lambda: int(os.environ.get("NT_HARNESS_THREADS", "2")),
+                     show_default="2", help="torch threads"),
+        click.option("--quiet", is_flag=True, help="no progress bars"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, base: bool = False):
+    pm = plugins()
+    store = Store(opts["workdir"])
+    budgets = parse_budgets(opts.get("budget"))
+    chosen = [resolve_recipe(pm, r) for r in recipes]
+    specs = [(r, b, make_spec(pm, r, opts, b)) for b in budgets for r in chosen]  # validate all first
+    runs = []
+    with store.locked(), Progress(err, disable=opts.get("quiet", False)) as progress:
+        pipe = Pipeline(pm, store, progress, threads=opts["threads"], force=set(opts.get("force") or ()))
+        for _, _, spec in specs:
+            pipe.validate(spec)
+        if base:
+            runs.append(pipe.baseline(specs[0][2]))
+        for recipe, _, spec in specs:
+            progress.log(f"[bold]recipe {recipe.name}[/] budget {spec['budget']} student {spec['student']}")
+            runs.append(pipe.run(recipe.name, spec, until=until))
+    return runs, specs
+
+
+def _publish(runs, specs, opts, name, started):
+    title = "nt-harness leaderboard: " + ", ".join(dict.fromkeys(r.name for r, _, _ in specs))
+    meta = {
+        "profile": opts["profile"],
+        "budget_mode": "native (each recipe's own size)" if opts.get("native_budget") else "equal",
+        "seed": specs[0][2].get("seed", 0),
+        "command": "nt-harness " + shlex.join(sys.argv[1:]),
+        "wall_s": time.time() - started,
+    }
+    folder = leaderboard.write(runs, Path(opts["results"]) / name, title, meta)
+    console.print(leaderboard.rich_table(runs, title))
+    console.print(f"written: {folder}/leaderboard.md, .json, .csv  ({meta['wall_s']:.1f} s)")
+
+
+class CLI(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            err.print(f"[red]error:[/] {e}")
+            sys.exit(2)
+
+
+@click.group(cls=CLI)
+@click.version_option(__version__, prog_name="nt-harness")
+def cli():
+    """Which reasoning traces should a student learn from? Compare trace-selection recipes."""
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True)
+@run_options
+@click.option("--results", default="results", show_default=True, help="where leaderboards are written")
+@click.option("--name", help="leaderboard folder name (default: the recipes joined)")
+@click.option("--no-base", is_flag=True, help="skip the untrained-student reference row")
+def compare(recipes, name, no_base, **opts):
+    """Run RECIPES at equal budget on the same student and print a leaderboard."""
+    started = time.time()
+    runs, specs = _execute(recipes, opts, base=not no_base)
+    _publish(runs, specs, opts, name or "-vs-".join(r.replace(":", "_").replace("/", "_") for r in recipes), started)
+
+
+@cli.command()
+@click.argument("recipe")
+@run_options
+@click.option("--results", default="results", show_default=True)
+@click.option("--name")
+def run(recipe, name, **opts):
+    """Run one RECIPE end to end."""
+    started = time.time()
+    runs, specs = _execute((recipe,), opts)
+    _publish(runs, specs, opts, name or recipe.replace(":", "_"), started)
+
+
+def _stage_command(stage: str, doc: str):
+    @run_options
+    @click.argument("recipe")
+    def command(recipe, **opts):
+        runs, _ = _execute((recipe,), opts, until=stage)
+        console.print_json(json.dumps(runs[0].stages))
+
+    command.__doc__ = doc
+    return cli.command(name={"teacher": "generate", "select": "select", "annotate": "annotate",
+                             "source": "questions", "train": "train", "evaluate": "evaluate"}[stage])(command)
+
+
+for _stage, _doc in [
+    ("source", "Load RECIPE's questions (and nothing more)."),
+    ("teacher", "Generate RECIPE's pool of traces."),
+    ("annotate", "Annotate RECIPE's pool."),
+    ("select", "Select RECIPE's training traces."),
+    ("train", "Train RECIPE's student."),
+    ("evaluate", "Score RECIPE's trained student (same as run, without a leaderboard)."),
+]:
+    _stage_command(_stage, _doc)
+
+
+@cli.command(name="leaderboard")
+@click.argument("folders", nargs=-1)
+@click.option("--results", default="results", show_default=True)
+def show_leaderboard(folders, results):
+    """Re-render stored leaderboards (all under --results when none given) without recomputing."""
+    paths = [Path(f) for f in folders] or sorted(p.parent for p in Path(results).glob("*/leaderboard.json"))
+    if not paths:
+        raise SpecError(f"no leaderboards under {results}/")
+    for folder in paths:
+        if not (folder / "leaderboard.json").exists():
+            raise SpecError(f"{folder}: no leaderboard.json here")
+        runs, meta = leaderboard.load(folder)
+        leaderboard.write(runs, folder, meta.pop("title"), {k: v for k, v in meta.items() if k != "created"})
+        console.print(leaderboard.rich_table(runs, str(folder)))
+
+
+@cli.command()
+def recipes():
+    """List recipes and profiles."""
+    pm = plugins()
+    table = Table(title="recipes")
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("native budget")
+    table.add_column("from plugin")
+    table.add_column("description")
+    for name in sorted(pm.recipes):
+        r = pm.recipes[name]
+        table.add_row(name, str(r.native_budget or ""), pm.owner[("recipe", name)], r.description)
+    console.print(table)
+    table = Table("profile", "from plugin", "description", title="profiles (--profile)")
+    for name in sorted(pm.profiles):
+        table.add_row(name, pm.owner[("profile", name)], pm.profiles[name].description)
+    console.print(table)
+
+
+@cli.command(name="plugins")
+@click.option("--json", "as_json", is_flag=True)
+def plugins_cmd(as_json):
+    """Installed plugins and the components each registered."""
+    pm = plugins()
+    report = pm.report()
+    if as_json:
+        click.echo(json.dumps({"plugins": report, "errors": pm.errors}, indent=2))
+        return
+    table = Table("plugin", "distribution", "version", "registered", title="nt-harness plugins")
+    for p in report:
+        reg = "\n".join(f"{k}: {', '.join(v)}" for k, v in sorted(p["registered"].items())) or "(nothing)"
+        table.add_row(p["name"], p["distribution"], p["version"], reg)
+    console.print(table)
+
+
+def main():
+    pm_commands = Plugins()  # plugin commands join the group before click parses
+    pm_commands.add_commands(cli)
+    cli()
+
+
+if __name__ == "__main__":
+    main()

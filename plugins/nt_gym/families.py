@@ -1,0 +1,95 @@
+"""Which reasoning-gym families the gym source draws from, at which difficulty, and how questions are
+generated from seeds — shared by the training source and the held-out task builder so both phrase a
+question identically (the held-out filter compares question hashes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import reasoning_gym
+from reasoning_gym.factory import DATASETS
+
+ANSWER_INSTRUCTION = "\n\nGive your final answer inside <answer></answer> tags."
+
+# Families where SmolLM2-135M-Instruct scores clearly above zero (measured, /work/shared/ENVIRONMENT.md),
+# spread over five gym categories: logic, arithmetic, algorithmic, graphs, games.
+DEFAULT_FAMILIES = (
+    "circuit_logic",
+    "aiw",
+    "chain_sum",
+    "lcm",
+    "isomorphic_strings",
+    "letter_counting",
+    "largest_island",
+    "mahjong_puzzle",
+)
+
+# Per family and level, the dataset-config overrides; "medium" is reasoning-gym's own default config.
+# Families not listed here have no level knob: every level uses their defaults.
+LEVELS: dict[str, dict[str, dict]] = {
+    "circuit_logic": {
+        "easy": dict(min_terms=2, max_terms=3, min_inputs=2, max_inputs=3),
+        "hard": dict(min_terms=5, max_terms=7, min_inputs=3, max_inputs=6),
+    },
+    "aiw": {"easy": dict(max_entities=4), "hard": dict(max_entities=10)},
+    "chain_sum": {
+        "easy": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2),
+        "hard": dict(min_terms=4, max_terms=8, min_digits=2, max_digits=5, allow_negation=True),
+    },
+    "lcm": {"easy": dict(max_value=20), "hard": dict(max_numbers=3, max_value=500)},
+    "gcd": {"easy": dict(max_value=100), "hard": dict(max_numbers=3, max_value=10000)},
+    "isomorphic_strings": {
+        "easy": dict(max_string_length=5),
+        "hard": dict(min_string_length=8, max_string_length=20),
+    },
+    "letter_counting": {"easy": dict(min_words=3, max_words=8), "hard": dict(min_words=15, max_words=30)},
+    "largest_island": {
+        "easy": dict(min_rows=3, max_rows=5, min_cols=3, max_cols=5, min_num_islands=1, max_num_islands=3,
+                     max_island_size=5),
+        "hard": dict(min_rows=10, max_rows=15, min_cols=10, max_cols=15, max_num_islands=8, max_island_size=20),
+    },
+    "mahjong_puzzle": {
+        "easy": dict(min_num_rounds=3, max_num_rounds=10),
+        "hard": dict(min_num_rounds=50, max_num_rounds=100),
+    },
+    "course_schedule": {
+        "easy": dict(min_num_courses=3, max_num_courses=6),
+        "hard": dict(min_num_courses=10, max_num_courses=20, max_num_prerequisites=3),
+    },
+    "number_sequence": {
+        "easy": dict(max_complexity=1, max_terms=6),
+        "hard": dict(min_terms=6, max_terms=10, max_complexity=3),
+    },
+}
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+def category(family: str) -> str:
+    """The gym category is the package a dataset lives in (reasoning_gym.<category>.<module>)."""
+    if family not in DATASETS:
+        raise ValueError(f"unknown reasoning-gym dataset {family!r}")
+    return DATASETS[family][0].__module__.split(".")[1]
+
+
+def level_config(family: str, difficulty: str) -> dict:
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, not {difficulty!r}")
+    return dict(LEVELS.get(family, {}).get(difficulty, {}))
+
+
+def question_text(item: dict) -> str:
+    return item["question"] + ANSWER_INSTRUCTION
+
+
+def entry_json(family: str, item: dict) -> str:
+    """What the verifier needs to rebuild score_answer's entry (default=str: a few families keep dates)."""
+    return json.dumps({"dataset": family, "entry": item}, default=str, sort_keys=True)
+
+
+def items(family: str, difficulty: str, first_seed: int, count: int) -> Iterator[dict]:
+    """Items whose generator seeds are first_seed, first_seed+1, ... (reasoning-gym seeds item i with
+    dataset seed + i), so a seed range fully determines which questions can appear."""
+    dataset = reasoning_gym.create_dataset(family, size=count, seed=first_seed, **level_config(family, difficulty))
+    for i in range(count):
+        yield dataset[i]

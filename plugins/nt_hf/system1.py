@@ -1,0 +1,82 @@
+"""The `system1` annotator: the student's direct answer to each question, without thinking, and whether
+the source's verifier accepts it. NaturalThoughts' "models disagree" selection keeps the questions whose
+System-1 answer differs from the teacher's reasoned one (the paper used Llama-3.3-70B-Instruct's
+System-1 answer: NaturalThoughts, Li et al. 2025, arXiv 2507.01921 §4.2)."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+from pydantic import Field
+
+from nt_harness.components import Annotator, Context, Settings
+from nt_harness.progress import Progress
+from nt_harness.records import QUESTIONS
+from nt_hf.generation import ChatModel, Sampling
+from nt_hf.shards import run_sharded
+
+ANSWER_DIRECTLY = (
+    "Answer immediately, without explaining or showing any working. "
+    "Reply with the final answer only, in the format the question asks for."
+)
+
+SCHEMA = pa.schema([("trace_id", pa.string()), ("question_id", pa.string()), ("system1_answer", pa.string())])
+
+
+class System1Annotator(Annotator):
+    name = "system1"
+    version = "1"
+    description = "the student's direct (no-thinking, greedy) answer per question, graded by the source"
+    columns = ("system1_answer", "system1_correct")
+
+    class Settings(Settings):
+        model: str = "smollm2"
+        system_prompt: str | None = ANSWER_DIRECTLY
+        max_new_tokens: int = Field(48, ge=1)
+        batch_size: int = Field(8, ge=1)
+        dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$", description="auto: bf16 on GPU, fp32 on CPU")
+
+    def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
+        s = self.settings
+        first_row: dict[str, int] = {}
+        for i, qid in enumerate(pool.column("question_id").to_pylist()):
+            first_row.setdefault(qid, i)
+        questions = pool.take(list(first_row.values())).select(QUESTIONS.names)
+        texts = questions.column("question").to_pylist()
+        qids = list(first_row)
+        # shards are keyed by question id here (the run_sharded contract calls them trace ids)
+        batches = [qids[i:i + s.batch_size] for i in range(0, len(qids), s.batch_size)]
+        model: ChatModel | None = None
+        done = {"tokens": 0, "seconds": 0.0}
+
+        def run_batch(b: int) -> pa.Table:
+            nonlocal model
+            if model is None:
+                model = ChatModel(ctx.resolve_model(s.model), threads=ctx.threads, dtype=s.dtype)
+            started = time.perf_counter()
+            start = b * s.batch_size
+            prompts = [model.chat_prompt(t, s.system_prompt) for t in texts[start:start + s.batch_size]]
+            outs = model.complete(prompts, s.max_new_tokens, Sampling(temperature=0.0), seed=0)
+            done["tokens"] += sum(len(c.token_ids) for c in outs)
+            done["seconds"] += time.perf_counter() - started
+            advance(0, info=f"{done['tokens'] / max(done['seconds'], 1e-9):.0f} tok/s")
+            answers = [model.decode(c.token_ids).strip() for c in outs]
+            return pa.table({"trace_id": batches[b], "question_id": batches[b], "system1_answer": answers})
+
+        progress = ctx.progress or Progress(disable=True)
+        with progress.task(f"system1 ({s.model})", total=len(qids)) as advance:
+            answered, _ = run_sharded(batches, ctx.scratch, run_batch, SCHEMA, advance)
+        answers = answered.column("system1_answer").to_pylist()
+        scores = ctx.source.score(questions, answers) if ctx.source is not None else [None] * len(answers)
+        by_question = {q: (a, c) for q, a, c in zip(qids, answers, scores)}
+        per_trace = [by_question[q] for q in pool.column("question_id").to_pylist()]
+        ctx.stats.update(questions=len(qids), generated_tokens=done["tokens"],
+                         system1_correct=sum(c for c in scores if c is not None))
+        return pa.table(
+            {
+                "trace_id": pool.column("trace_id"),
+                "system1_answer": pa.array([a for a, _ in per_trace], pa.string()),
+                "system1_correct": pa.array([None if c is None else float(c) for _, c in per_trace], pa.float64()),
+            }
+        )

@@ -1,0 +1,86 @@
+"""LIMO's selection: keep questions that are hard yet solvable, score each correct chain, keep the best
+chain per question, then the top questions to the budget.
+
+Chain score (arXiv 2502.03387 §3.2, "Reasoning chain construction"): 30 % elaborated reasoning
+(length), 20 % self-verification words, 25 % exploratory (tentative) words, 25 % adaptive granularity
+(connectives); word counts are normalised by text length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nt_harness.components import Selector, Settings
+from nt_harness.selection import Decisions, column
+
+WEIGHTS = {"length": 0.30, "verification": 0.20, "tentative": 0.25, "connective": 0.25}  # LIMO §3.2
+WORDS = {
+    "verification": ["check", "verify", "verified", "confirm", "double-check", "make sure", "validate"],
+    "tentative": ["perhaps", "might", "maybe", "possibly", "alternatively", "wait", "suppose", "could be"],
+    "connective": ["therefore", "since", "thus", "because", "hence", "so that", "consequently", "which means"],
+}
+
+
+def word_rates(texts: pa.Array) -> dict[str, np.ndarray]:
+    """Per text: occurrences of each word family per word of text, computed column-wise."""
+    lower = pc.utf8_lower(texts)
+    n_words = pc.add(pc.count_substring_regex(lower, r"\S+"), 1).to_numpy(zero_copy_only=False).astype(float)
+    rates = {}
+    for family, words in WORDS.items():
+        pattern = r"\b(?:" + "|".join(w.replace(" ", r"\s+") for w in words) + r")\b"
+        rates[family] = pc.count_substring_regex(lower, pattern).to_numpy(zero_copy_only=False) / n_words
+    rates["length"] = n_words
+    return rates
+
+
+def chain_scores(texts: pa.Array) -> np.ndarray:
+    """Weighted sum of features, each scaled to [0, 1] by its maximum over the candidates."""
+    rates = word_rates(texts)
+    score = np.zeros(len(texts))
+    for feature, weight in WEIGHTS.items():
+        top = rates[feature].max() if len(texts) else 0.0
+        score += weight * (rates[feature] / top if top > 0 else 0.0)
+    return score
+
+
+class LimoSelector(Selector):
+    name = "limo"
+    description = "LIMO difficulty filter on solver pass rates + chain scoring"
+    requires = ("correct",)
+
+    class Settings(Settings):
+        # LIMO keeps problems a strong solver gets right only 1-3 times in 32 (§3.1). Here the pass rate
+        # comes from the teacher's own n samples; the bounds are settings so any solver budget fits.
+        min_pass_rate: float = 0.0  # exclusive: at least one correct chain is needed to train on
+        max_pass_rate: float = 0.75  # inclusive: questions solved more often are "too easy"
+        fill: bool = True  # equal-budget comparisons: top up with the best remaining chains (recorded)
+
+    def select(self, pool, budget, seed, ctx):
+        d = Decisions(pool)
+        complete = column(pool, "complete")
+        correct = column(pool, "correct", fill=0.0) >= 1.0
+        qids = pool.column("question_id").to_numpy(zero_copy_only=False)
+        uniq, inverse = np.unique(qids, return_inverse=True)
+        pass_rate = (np.bincount(inverse, weights=correct) / np.bincount(inverse))[inverse]
+        d.drop(~complete, "dropped: incomplete")
+        d.drop(~correct, "dropped: wrong answer")
+        too_easy = pass_rate > self.settings.max_pass_rate
+        d.drop(too_easy, "dropped: too easy")
+        cand = complete & correct
+        score = np.full(len(qids), -np.inf)
+        rows = np.flatnonzero(cand)
+        texts = pc.binary_join_element_wise(pool.column("thinking"), pool.column("answer"), "\n").take(rows)
+        score[rows] = chain_scores(texts)
+        # best chain per question: sort by score (stable on seed-independent tie-break: row order)
+        best = rows[np.lexsort((rows, -score[rows]))]
+        _, first = np.unique(qids[best], return_index=True)
+        best = best[np.sort(first)]
+        d.drop(cand & ~np.isin(np.arange(len(qids)), best), "dropped: not the best chain of its question")
+        hard = best[(pass_rate[best] > self.settings.min_pass_rate) & ~too_easy[best]]
+        d.keep(hard, "kept: hard and solvable, top chain score", budget)
+        if self.settings.fill and d.n_kept < budget:
+            ctx.stats["filled"] = d.keep(best, "kept: fill (best chain of an easy question)", budget)
+        ctx.stats["questions"] = len(uniq)
+        return d.table()
