@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import reasoning_gym
 from reasoning_gym.factory import DATASETS
 
+from nt_harness.records import question_id
+
 ANSWER_INSTRUCTION = "\n\nGive your final answer inside <answer></answer> tags."
 
 # Families where SmolLM2-135M-Instruct scores clearly above zero (measured, /work/shared/ENVIRONMENT.md),
@@ -19,7 +21,7 @@ DEFAULT_FAMILIES = (
     "aiw",
     "chain_sum",
     "lcm",
-    "isomorphic_strings",
+    "binary_alternation",
     "letter_counting",
     "largest_island",
     "mahjong_puzzle",
@@ -43,6 +45,7 @@ LEVELS: dict[str, dict[str, dict]] = {
         "easy": dict(max_string_length=5),
         "hard": dict(min_string_length=8, max_string_length=20),
     },
+    "binary_alternation": {"easy": dict(min_n=4, max_n=10), "hard": dict(min_n=30, max_n=60)},
     "letter_counting": {"easy": dict(min_words=3, max_words=8), "hard": dict(min_words=15, max_words=30)},
     "largest_island": {
         "easy": dict(min_rows=3, max_rows=5, min_cols=3, max_cols=5, min_num_islands=1, max_num_islands=3,
@@ -64,6 +67,10 @@ LEVELS: dict[str, dict[str, dict]] = {
 }
 DIFFICULTIES = ("easy", "medium", "hard")
 
+# These generators iterate over Python sets, so their questions change with PYTHONHASHSEED: the same seed
+# gives another pool in another process. tests/test_gym.py checks that the other families here do not.
+NOT_REPRODUCIBLE = frozenset({"isomorphic_strings"})
+
 
 def category(family: str) -> str:
     """The gym category is the package a dataset lives in (reasoning_gym.<category>.<module>)."""
@@ -83,13 +90,37 @@ def question_text(item: dict) -> str:
 
 
 def entry_json(family: str, item: dict) -> str:
-    """What the verifier needs to rebuild score_answer's entry (default=str: a few families keep dates)."""
+    """What the verifier needs to rebuild score_answer's entry. default=str keeps a few families' dates
+    serialisable; tests/test_gym.py checks the default families still score their own answers as 1."""
     return json.dumps({"dataset": family, "entry": item}, default=str, sort_keys=True)
 
 
-def items(family: str, difficulty: str, first_seed: int, count: int) -> Iterator[dict]:
-    """Items whose generator seeds are first_seed, first_seed+1, ... (reasoning-gym seeds item i with
-    dataset seed + i), so a seed range fully determines which questions can appear."""
-    dataset = reasoning_gym.create_dataset(family, size=count, seed=first_seed, **level_config(family, difficulty))
-    for i in range(count):
-        yield dataset[i]
+def draw(family: str, difficulty: str, seeds: range, count: int, exclude: frozenset[str] | set[str],
+         counts: dict) -> Iterator[tuple[str, str, dict]]:
+    """Up to ``count`` distinct questions as (question_id, text, item), from items with generator seeds
+    ``seeds`` in order (reasoning-gym seeds item i with dataset seed + i, so the range alone decides which
+    questions can appear). Ids in ``exclude`` are skipped and counted in counts["dropped_heldout"];
+    repeats (small number ranges repeat questions) in counts["dropped_duplicate"]."""
+    dataset = reasoning_gym.create_dataset(
+        family, size=len(seeds), seed=seeds.start, **level_config(family, difficulty)
+    )
+    seen: set[str] = set()
+    give_up = 20 * count + 1000  # a family with fewer distinct questions than asked for is an error
+    for i in range(min(len(seeds), give_up)):
+        if len(seen) == count:
+            return
+        item = dataset[i]
+        text = question_text(item)
+        qid = question_id("gym", text)
+        if qid in exclude:
+            counts["dropped_heldout"] = counts.get("dropped_heldout", 0) + 1
+        elif qid in seen:
+            counts["dropped_duplicate"] = counts.get("dropped_duplicate", 0) + 1
+        else:
+            seen.add(qid)
+            yield qid, text, item
+    if len(seen) < count:
+        raise ValueError(
+            f"reasoning-gym {family!r} at difficulty {difficulty!r} gave only {len(seen)} distinct questions "
+            f"of the {count} asked for; ask for fewer or raise the difficulty"
+        )

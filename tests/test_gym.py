@@ -1,0 +1,120 @@
+"""The gym source: determinism, coverage, its verifier, and disjointness from the held-out benchmark."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from nt_gym import GymSource
+from nt_gym.answers import extract_answer
+from nt_gym.build_tasks import DATA_FILE, TASK_DIR, heldout_rows
+from nt_gym.families import DEFAULT_FAMILIES, DIFFICULTIES, LEVELS, NOT_REPRODUCIBLE, category, draw
+from nt_gym.heldout import MAX_SOURCE_SEED, RESERVED_SEED_START, heldout_ids, training_seeds
+from nt_harness.components import Context
+from nt_harness.progress import Progress
+from nt_harness.records import QUESTIONS, question_id
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path, threads=1, progress=Progress(disable=True))
+
+
+def test_default_families_cover_eight_families_in_four_categories():
+    assert len(DEFAULT_FAMILIES) >= 8
+    assert len({category(f) for f in DEFAULT_FAMILIES}) >= 4
+
+
+def test_load_is_deterministic_and_seed_dependent(ctx):
+    first = GymSource(per_family=3).load(ctx)
+    again = GymSource(per_family=3).load(ctx)
+    other = GymSource(per_family=3, seed=1).load(ctx)
+    assert first.schema == QUESTIONS
+    assert first.num_rows == 3 * len(DEFAULT_FAMILIES)
+    assert first.equals(again)
+    assert set(first.column("question_id").to_pylist()).isdisjoint(other.column("question_id").to_pylist())
+
+
+def test_rows_follow_the_project_conventions(ctx):
+    table = GymSource(per_family=2).load(ctx)
+    for row in table.to_pylist():
+        assert row["question"].endswith("Give your final answer inside <answer></answer> tags.")
+        assert row["question_id"] == question_id("gym", row["question"])
+        meta = json.loads(row["metadata"])
+        assert row["topic"] == category(meta["dataset"])
+        assert row["reference"] == str(meta["entry"]["answer"])
+
+
+def test_questions_do_not_depend_on_the_process_hash_seed():
+    families = sorted((set(LEVELS) | set(DEFAULT_FAMILIES)) - NOT_REPRODUCIBLE)
+    script = (
+        "import sys; from nt_gym.families import draw\n"
+        f"for f in {families!r}:\n"
+        "    for d in ('easy', 'hard'):\n"
+        "        print(*[q for q, _, _ in draw(f, d, range(0, 10**5), 5, frozenset(), {})])\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2")]
+    assert runs[0] == runs[1] and runs[0].count("\n") == 2 * len(families)
+
+
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_every_level_config_is_valid(difficulty):
+    for family in LEVELS:
+        assert len(list(draw(family, difficulty, range(0, 1000), 2, frozenset(), {}))) == 2
+
+
+def test_verifier_on_hand_made_answers(ctx):
+    source = GymSource(per_family=1)
+    table = source.load(ctx)
+    refs = table.column("reference").to_pylist()
+    for i, ref in enumerate(refs):
+        three = table.take([i] * 3)
+        right = [
+            f"Working it out.\n<answer>{ref}</answer>",
+            f"First I think.\n{ref}",  # no tag: the last non-empty line counts
+            f"<think>\nMaybe <answer>wrong guess</answer>?\n</think>\nSo:\n<answer>{ref}</answer>",
+        ]
+        wrong = [
+            "<answer>none</answer>",
+            f"<think>\nthe answer is <answer>{ref}</answer> but I ran out of tokens",  # thinking cut off
+            "",
+        ]
+        assert source.score(three, right) == [1.0] * 3, (table.column("metadata")[i], right)
+        assert source.score(three, wrong) == [0.0] * 3, (table.column("metadata")[i], wrong)
+
+
+def test_reserved_seed_space_is_refused():
+    with pytest.raises(ValidationError, match="reserved"):
+        GymSource(seed=RESERVED_SEED_START)
+    with pytest.raises(ValidationError, match="reserved"):
+        GymSource(seed=MAX_SOURCE_SEED + 1)
+    assert max(training_seeds(MAX_SOURCE_SEED)) < RESERVED_SEED_START
+
+
+def test_pools_never_contain_heldout_questions(ctx):
+    held = heldout_ids()
+    for seed in range(4):
+        ids = GymSource(per_family=20, seed=seed).load(ctx).column("question_id").to_pylist()
+        assert held.isdisjoint(ids)
+        assert len(ids) == len(set(ids))
+
+
+def test_heldout_collisions_are_dropped_and_counted(ctx):
+    # easy LCM draws from pairs of 1..20, so a large pool meets held-out questions by chance
+    table = GymSource(families=["lcm"], per_family=150).load(ctx)
+    assert ctx.stats["dropped_heldout"] > 0
+    assert table.num_rows == 150
+    assert heldout_ids().isdisjoint(table.column("question_id").to_pylist())
+
+
+def test_heldout_ids_match_the_committed_task_data():
+    rows = [json.loads(line) for line in (TASK_DIR / DATA_FILE).read_text().splitlines()]
+    assert {r["question_id"] for r in rows} == heldout_ids()
+    assert rows == heldout_rows(), "tasks/gym_heldout is stale: run python -m nt_gym.build_tasks"
+    for r in rows:
+        assert r["question_id"] == question_id("gym", r["question"])

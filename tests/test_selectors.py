@@ -1,0 +1,89 @@
+"""Selectors on hand-built pools: each rule, its reasons, determinism by seed."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from nt_basic.selectors import DisagreeSelector, RandomSelector
+from nt_harness.components import Context
+from nt_harness.records import SELECTION
+from nt_limo.selector import LimoSelector, chain_scores
+
+
+def pool(n_questions=10, n=2, **columns):
+    rows = n_questions * n
+    base = {
+        "trace_id": [f"q{i // n}/{i % n}" for i in range(rows)],
+        "question_id": [f"q{i // n}" for i in range(rows)],
+        "thinking": ["let me think"] * rows,
+        "answer": ["<answer>1</answer>"] * rows,
+        "complete": [True] * rows,
+        "completion_tokens": list(range(rows)),
+    }
+    base.update(columns)
+    return pa.table(base)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path)
+
+
+def kept(sel):
+    return [t for t, k in zip(sel.column("trace_id").to_pylist(), sel.column("kept").to_pylist()) if k]
+
+
+def test_random_keeps_one_complete_trace_per_question_deterministically(ctx):
+    p = pool(complete=[i % 4 != 0 for i in range(20)])
+    a = RandomSelector().select(p, 6, seed=1, ctx=ctx)
+    assert a.schema.equals(SELECTION)
+    chosen = kept(a)
+    assert len(chosen) == 6 and len({t.split("/")[0] for t in chosen}) == 6
+    incomplete = {f"q{i // 2}/{i % 2}" for i in range(20) if i % 4 == 0}
+    assert not incomplete & set(chosen)
+    reasons = dict(zip(a.column("trace_id").to_pylist(), a.column("reason").to_pylist()))
+    assert all(reasons[t] == "dropped: incomplete" for t in incomplete)
+    assert kept(RandomSelector().select(p, 6, seed=1, ctx=ctx)) == chosen
+    assert kept(RandomSelector().select(p, 6, seed=2, ctx=ctx)) != chosen
+    ranks = sorted(r for r in a.column("rank").to_pylist() if r >= 0)
+    assert ranks == list(range(6))
+
+
+def test_disagree_keeps_verified_traces_the_system1_model_gets_wrong(ctx):
+    correct = [1.0, 0.0] * 10  # sample 0 of every question is right
+    system1 = [0.0] * 8 + [1.0] * 12  # questions q0..q3 are missed by the System-1 model
+    p = pool(correct=correct, system1_correct=system1)
+    sel = DisagreeSelector(fill=False).select(p, 10, seed=0, ctx=ctx)
+    assert sorted(kept(sel)) == ["q0/0", "q1/0", "q2/0", "q3/0"]
+    reasons = dict(zip(sel.column("trace_id").to_pylist(), sel.column("reason").to_pylist()))
+    assert reasons["q0/1"] == "dropped: teacher answer wrong"
+    assert reasons["q5/0"] == "dropped: models agree"
+    filled = DisagreeSelector().select(p, 10, seed=0, ctx=ctx)
+    assert len(kept(filled)) == 10
+    fill_reasons = [r for r, k in zip(filled.column("reason").to_pylist(), filled.column("kept").to_pylist()) if k]
+    assert fill_reasons.count("kept: models disagree") == 4 and fill_reasons.count("kept: fill (random)") == 6
+
+
+def test_limo_chain_score_follows_its_weights():
+    texts = pa.array([
+        "so the answer is 4",
+        "let me check and verify this, perhaps it might be 4; therefore since 2+2 is 4 the answer is 4",
+        "word " * 40,
+    ])
+    s = chain_scores(texts)
+    assert s[1] > s[0]  # verification, tentative and connective words all count
+    assert s[2] == pytest.approx(0.30)  # longest text, no marker words: only the 30 % length share
+
+
+def test_limo_keeps_hard_but_solvable_questions_first(ctx):
+    # q0: 1/4 correct (hard), q1: 4/4 (easy), q2: 0/4 (unsolved), q3: 2/4 (hard)
+    correct = [1, 0, 0, 0] + [1, 1, 1, 1] + [0, 0, 0, 0] + [1, 1, 0, 0]
+    thinking = ["wait, let me verify: therefore x"] * 16
+    thinking[12] = "short"
+    p = pool(4, 4, correct=[float(c) for c in correct], thinking=thinking)
+    sel = LimoSelector(fill=False).select(p, 4, seed=0, ctx=ctx)
+    chosen = kept(sel)
+    assert sorted(t.split("/")[0] for t in chosen) == ["q0", "q3"]
+    assert "q3/1" in chosen  # the better-scored of q3's two correct chains
+    filled = LimoSelector().select(p, 4, seed=0, ctx=ctx)
+    assert sorted(t.split("/")[0] for t in kept(filled)) == ["q0", "q1", "q3"]  # q2 has no correct chain

@@ -1,0 +1,343 @@
+"""The `sft` trainer on a tiny random Llama (SmolLM2's tokenizer and chat template): masking, stopping,
+dropping, learning, loss normalisation, LoRA merge, resume."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from nt_harness.components import Context
+from nt_harness.progress import Progress
+from nt_sft.trainer import (
+    IGNORE,
+    SFTTrainer,
+    backward_window,
+    encode_example,
+    make_accelerator,
+    pad_batch,
+    stop_token_ids,
+    token_loss_sum,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> str:
+    from nt_hf.models import build_tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_llama(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def make_examples(n: int = 8) -> pa.Table:
+    """Responses of clearly different lengths, both modes: what makes normalisation matter."""
+    rows = [
+        {
+            "trace_id": f"q{i}/0",
+            "question": f"What is {i} + {i + 1}?",
+            "thinking": " ".join([f"{i} plus {i + 1} makes {2 * i + 1}."] * (1 + 3 * (i % 4))),
+            "answer": f"<answer>{2 * i + 1}</answer>",
+            "mode": "system1" if i % 3 == 2 else "system2",
+        }
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows)
+
+
+def context(tmp_path: Path, progress=None) -> Context:
+    out, scratch = tmp_path / "out", tmp_path / "scratch"
+    out.mkdir(parents=True, exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return Context(out=out, scratch=scratch, workdir=tmp_path, threads=1, progress=progress)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def test_labels_mask_exactly_the_prompt(tokenizer):
+    response = "<think>\nadd them\n</think>\n<answer>3</answer>"
+    enc = encode_example(tokenizer, "What is 1 + 2?", response, None, {tokenizer.eos_token_id})
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 1 + 2?"}], add_generation_prompt=True, tokenize=False
+    )
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert enc["labels"][:n_prompt] == [IGNORE] * n_prompt
+    assert enc["labels"][n_prompt:] == enc["input_ids"][n_prompt:]
+    assert tokenizer.decode(enc["input_ids"][:n_prompt]) == prompt
+    assert tokenizer.decode(enc["labels"][n_prompt:]) == response + "<|im_end|>\n"
+
+
+def test_system_prompt_replaces_the_template_default(tokenizer):
+    enc = encode_example(tokenizer, "Q?", "A", "Think step by step.", {tokenizer.eos_token_id})
+    text = tokenizer.decode(enc["input_ids"])
+    assert "Think step by step." in text and "SmolLM" not in text
+
+
+def test_end_of_turn_token_is_a_target(tokenizer, tiny):
+    stops = stop_token_ids(tokenizer, tiny)
+    assert tokenizer.eos_token_id in stops
+    for response in ("<answer>3</answer>", "<think>\nx\n</think>\n<answer>3</answer>"):
+        enc = encode_example(tokenizer, "Q?", response, None, stops)
+        targets = [t for t in enc["labels"] if t != IGNORE]
+        assert tokenizer.eos_token_id in targets
+
+
+def test_eos_is_appended_when_the_template_does_not_close_the_turn(tokenizer):
+    bare = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = (
+            "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+            "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+        )
+        enc = encode_example(tokenizer, "Q?", "A", None, {tokenizer.eos_token_id})
+        assert enc["labels"][-1] == tokenizer.eos_token_id == enc["input_ids"][-1]
+    finally:
+        tokenizer.chat_template = bare
+
+
+def test_a_template_whose_prompt_is_not_a_prefix_is_refused(tokenizer):
+    bare = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = (
+            "{% for m in messages %}{{ m['role'].upper() + ': ' + m['content'] + '\n' }}{% endfor %}"
+            "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+        )
+        with pytest.raises(ValueError, match="not a prefix"):
+            encode_example(tokenizer, "Q?", "A", None, {tokenizer.eos_token_id})
+    finally:
+        tokenizer.chat_template = bare
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def test_too_long_examples_are_dropped_and_counted(tiny, tokenizer, tmp_path):
+    examples = make_examples(8)
+    stops = stop_token_ids(tokenizer, tiny)
+    lengths = []
+    for row in examples.to_pylist():
+        response = row["answer"] if row["mode"] == "system1" else f"<think>\n{row['thinking']}\n</think>\n{row['answer']}"
+        lengths.append(len(encode_example(tokenizer, row["question"], response, None, stops)["input_ids"]))
+    limit = sorted(lengths)[4]  # keeps the five shortest (lengths may tie: count them)
+    stats = SFTTrainer(epochs=1, max_length=limit).train(examples, tiny, context(tmp_path))
+    assert stats["dropped_too_long"] == sum(n > limit for n in lengths) >= 1
+    assert stats["examples"] == sum(n <= limit for n in lengths)
+
+    with pytest.raises(ValueError, match="longer than max_length"):
+        SFTTrainer(epochs=1, max_length=10).train(examples, tiny, context(tmp_path / "none"))
+
+
+def test_loss_goes_down_and_the_folder_loads(tiny, tmp_path):
+    import hashlib
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ctx = context(tmp_path)
+    stats = SFTTrainer(epochs=5, lr=3e-3, batch_size=4).train(make_examples(8), tiny, ctx)
+    curve = stats["loss_curve"]
+    assert stats["steps"] == len(curve) == 10
+    assert curve[-1] < curve[0] - 1.0, curve
+    assert stats["final_loss"] == curve[-1]
+    assert stats["train_tokens"] > 0 and stats["tokens_per_s"] > 0
+
+    model = AutoModelForCausalLM.from_pretrained(ctx.out / "model")
+    tok = AutoTokenizer.from_pretrained(ctx.out / "model")
+    assert model.dtype == torch.float32
+    assert stats["provenance"]["chat_template_sha"] == hashlib.sha256(tok.chat_template.encode()).hexdigest()
+    before = weights(Path(tiny))
+    after = weights(ctx.out / "model")
+    assert not torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+
+
+def test_target_token_count_is_summed_over_epochs(tiny, tmp_path):
+    one = SFTTrainer(epochs=1).train(make_examples(8), tiny, context(tmp_path / "a"))
+    two = SFTTrainer(epochs=2).train(make_examples(8), tiny, context(tmp_path / "b"))
+    assert two["train_tokens"] == 2 * one["train_tokens"] > 0
+
+
+def batches_of(tokenizer, tiny, size: int) -> list[dict]:
+    stops = stop_token_ids(tokenizer, tiny)
+    encoded = []
+    for row in make_examples(8).to_pylist():
+        response = row["answer"] if row["mode"] == "system1" else f"<think>\n{row['thinking']}\n</think>\n{row['answer']}"
+        encoded.append(encode_example(tokenizer, row["question"], response, None, stops))
+    return [pad_batch(encoded[i : i + size], tokenizer.pad_token_id) for i in range(0, len(encoded), size)]
+
+
+def test_loss_is_normalised_over_the_accumulation_window(tiny, tokenizer):
+    """1 batch of 8 and 4 accumulated batches of 2 give the same gradient; a mean of batch means does not."""
+    from transformers import AutoModelForCausalLM
+
+    accelerator = make_accelerator("no")
+    model = accelerator.prepare(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32))
+
+    def gradient(run) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        run()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    one_batch = batches_of(tokenizer, tiny, 8)
+    four_batches = batches_of(tokenizer, tiny, 2)
+    loss_one, tokens_one = 0.0, 0
+
+    def run_one():
+        nonlocal loss_one, tokens_one
+        loss_one, tokens_one = backward_window(accelerator, model, one_batch)
+
+    g_one = gradient(run_one)
+    loss_four, tokens_four = 0.0, 0
+
+    def run_four():
+        nonlocal loss_four, tokens_four
+        loss_four, tokens_four = backward_window(accelerator, model, four_batches)
+
+    g_four = gradient(run_four)
+
+    def mean_of_means():
+        for b in four_batches:
+            out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            (token_loss_sum(out, b["labels"]) / (b["labels"][:, 1:] != IGNORE).sum() / 4).backward()
+
+    g_naive = gradient(mean_of_means)
+
+    assert tokens_one == tokens_four > 0
+    assert loss_one == pytest.approx(loss_four, rel=1e-5)
+    assert torch.allclose(g_one, g_four, rtol=1e-4, atol=1e-7), (g_one - g_four).abs().max()
+    assert (g_one - g_naive).norm() > 100 * (g_one - g_four).norm()  # the test can tell the two apart
+
+
+def test_batch_8_equals_batch_2_times_accumulation_4(tiny, tmp_path):
+    settings = dict(epochs=2, lr=1e-3, mixed_precision="no")
+    a = SFTTrainer(batch_size=8, grad_accum=1, **settings).train(make_examples(8), tiny, context(tmp_path / "a"))
+    b = SFTTrainer(batch_size=2, grad_accum=4, **settings).train(make_examples(8), tiny, context(tmp_path / "b"))
+    assert a["steps"] == b["steps"] == 2
+    assert a["loss_curve"] == pytest.approx(b["loss_curve"], rel=1e-5)
+    wa, wb = weights(tmp_path / "a" / "out" / "model"), weights(tmp_path / "b" / "out" / "model")
+    for name in wa:  # updates are ~2e-3 (2 Adam steps at lr 1e-3); Adam magnifies float noise where g ~ 0
+        assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+
+
+def test_lora_writes_a_merged_model_and_the_adapter(tiny, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ctx = context(tmp_path)
+    stats = SFTTrainer(lora=True, lora_r=4, lr=1e-2, epochs=1, mixed_precision="no").train(make_examples(8), tiny, ctx)
+    assert stats["steps"] == 2
+    assert (ctx.out / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(ctx.out / "model")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), ctx.out / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(tiny)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        merged_logits, adapted_logits, base_logits = (m(ids).logits for m in (merged, adapted, base))
+    assert torch.allclose(merged_logits, adapted_logits, atol=1e-4)
+    assert not torch.allclose(merged_logits, base_logits, atol=1e-4)  # the adapter learned something
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopAfter(Progress):
+    """A progress display that kills the run after ``steps`` optimizer steps, as Ctrl-C would."""
+
+    def __init__(self, steps: int):
+        super().__init__(disable=True)
+        self.steps = steps
+
+    @contextmanager
+    def task(self, description, total):
+        with super().task(description, total) as advance:
+            count = 0
+
+            def advance_then_stop(n=1, info=None):
+                nonlocal count
+                advance(n, info)
+                count += n
+                if count >= self.steps:
+                    raise Interrupted
+
+            yield advance_then_stop
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tiny, tmp_path):
+    settings = dict(epochs=2, batch_size=2, lr=1e-3, save_every_steps=3)  # 4 steps an epoch, 8 in all
+    whole = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "whole"))
+
+    with pytest.raises(Interrupted):  # killed after step 5; the last checkpoint is step 3, mid-epoch 0
+        SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "killed", StopAfter(5)))
+    assert (tmp_path / "killed" / "scratch" / "checkpoint").exists()
+    resumed = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "killed"))
+
+    assert resumed["resumed_from_step"] == 3 and resumed["steps"] == whole["steps"] == 8
+    assert resumed["train_tokens"] == whole["train_tokens"]
+    assert resumed["loss_curve"] == pytest.approx(whole["loss_curve"], rel=1e-5)
+    wa, wb = weights(tmp_path / "whole" / "out" / "model"), weights(tmp_path / "killed" / "out" / "model")
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-6), name
+
+
+def test_the_plugin_registers_the_trainer():
+    from nt_harness.plugins import Plugins
+
+    assert Plugins().component("trainer", "sft") is SFTTrainer
+
+
+def test_settings_refuse_unknown_keys():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        SFTTrainer(learning_rate=1e-5)
+    assert SFTTrainer().settings.lr == 2e-5 and SFTTrainer().settings.weight_decay == 0.1
+
+
+def test_gradient_checkpointing_with_lora_matches_plain(tiny, tmp_path):
+    settings = dict(lora=True, lora_r=4, lr=1e-2, epochs=2, mixed_precision="no")
+    plain = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "plain"))
+    ckpt = SFTTrainer(gradient_checkpointing=True, **settings).train(make_examples(8), tiny, context(tmp_path / "ckpt"))
+    assert ckpt["loss_curve"] == pytest.approx(plain["loss_curve"], rel=1e-5)
+    assert ckpt["loss_curve"][-1] < ckpt["loss_curve"][0]
+
+
+def test_schedules_reach_their_end_points():
+    from nt_sft.trainer import build_schedule
+
+    def lrs(**kw):
+        settings = SFTTrainer(lr=1.0, **kw).settings
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=settings.lr)
+        schedule = build_schedule(optimizer, settings, total_steps=10)
+        out = []
+        for _ in range(10):
+            out.append(schedule.get_last_lr()[0])
+            optimizer.step()
+            schedule.step()
+        return out + [schedule.get_last_lr()[0]]
+
+    assert lrs() == [1.0] * 11
+    assert lrs(warmup_ratio=0.2)[:3] == [0.0, 0.5, 1.0]
+    assert lrs(schedule="cosine")[-1] == pytest.approx(0.0, abs=1e-9)
+    assert lrs(schedule="cosine_min", min_lr_ratio=0.1)[-1] == pytest.approx(0.1)
