@@ -7,6 +7,7 @@ settings and input keys; ``force`` names the stages to recompute.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def build_examples(pool: pa.Table, selection: pa.Table) -> pa.Table:
     """Kept traces in selection order, as System-2 (full trace) training examples."""
     kept = selection.filter(pc.field("kept")).sort_by("rank")
     index = {tid: i for i, tid in enumerate(pool.column("trace_id").to_pylist())}
-    rows = pool.take([index[t] for t in kept.column("trace_id").to_pylist()])
+    rows = pool.take(pa.array([index[t] for t in kept.column("trace_id").to_pylist()], pa.int64()))
     return pa.table(
         {
             "trace_id": rows.column("trace_id"),
@@ -70,7 +71,9 @@ class Pipeline:
         if unknown:
             raise SpecError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
         self.force = set(STAGES) if "all" in force else set(force)
-        self.models = ModelResolver(plugins.models, store.root / "models", progress)
+        # converted model aliases can be shared between stores (NT_HARNESS_MODELS)
+        models = Path(os.environ.get("NT_HARNESS_MODELS") or store.root / "models")
+        self.models = ModelResolver(plugins.models, models, progress)
         self._forced_done: set[str] = set()
 
     # building blocks -----------------------------------------------------------------------------
@@ -214,6 +217,9 @@ class Pipeline:
                           f"of {table.num_rows} traces — " + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())))
         if until == "select":
             return partial
+        if not chosen.manifest["stats"]["kept"]:
+            raise SpecError(f"{recipe}: selector {selector.name} kept no trace, so there is nothing to train on "
+                            f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})")
 
         trainer = self.instantiate("trainer", spec["trainer"], "trainer")
 

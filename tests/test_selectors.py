@@ -86,4 +86,10 @@ def test_limo_keeps_hard_but_solvable_questions_first(ctx):
     assert sorted(t.split("/")[0] for t in chosen) == ["q0", "q3"]
     assert "q3/1" in chosen  # the better-scored of q3's two correct chains
     filled = LimoSelector().select(p, 4, seed=0, ctx=ctx)
-    assert sorted(t.split("/")[0] for t in kept(filled)) == ["q0", "q1", "q3"]  # q2 has no correct chain
+    reasons = {t.split("/")[0]: r for t, r, k in zip(*(filled.column(c).to_pylist() for c in ("trace_id", "reason", "kept"))) if k}
+    assert reasons == {
+        "q0": "kept: hard and solvable, top chain score",
+        "q3": "kept: hard and solvable, top chain score",
+        "q1": "kept: fill (best chain of an easy question)",
+        "q2": "kept: fill (best unverified chain)",  # no correct chain: only to keep budgets equal
+    }

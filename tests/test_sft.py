@@ -341,3 +341,52 @@ def test_schedules_reach_their_end_points():
     assert lrs(warmup_ratio=0.2)[:3] == [0.0, 0.5, 1.0]
     assert lrs(schedule="cosine")[-1] == pytest.approx(0.0, abs=1e-9)
     assert lrs(schedule="cosine_min", min_lr_ratio=0.1)[-1] == pytest.approx(0.1)
+
+
+DDP_WORKER = '''
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_sft import batches_of
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from nt_sft.trainer import backward_window, make_accelerator
+
+torch.set_num_threads(1)
+tiny, out = sys.argv[1], sys.argv[2]
+tokenizer = AutoTokenizer.from_pretrained(tiny)
+accelerator = make_accelerator("no")
+model = accelerator.prepare(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32))
+pairs = batches_of(tokenizer, tiny, 2)  # 4 micro-batches of very different lengths; rank r takes r and r + 2
+loss, tokens = backward_window(accelerator, model, pairs[accelerator.process_index::accelerator.num_processes])
+if accelerator.is_main_process:
+    torch.save({{"grad": torch.cat([p.grad.flatten() for p in model.parameters()]), "loss": loss,
+                "tokens": tokens, "processes": accelerator.num_processes}}, out)
+'''
+
+
+def test_loss_is_normalised_across_processes(tiny, tokenizer, tmp_path):
+    """Two gloo processes with two micro-batches each give the gradient of one batch of 8 in one process."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER.format(tests=str(Path(__file__).parent)))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(worker), tiny, str(tmp_path / "g.pt")],
+                   env=env, check=True, timeout=120, capture_output=True)
+    ddp = torch.load(tmp_path / "g.pt")
+
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    batch = batches_of(tokenizer, tiny, 8)[0]
+    tokens = (batch["labels"][:, 1:] != IGNORE).sum()
+    loss = token_loss_sum(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                          batch["labels"]) / tokens
+    loss.backward()
+    reference = torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    assert ddp["processes"] == 2 and ddp["tokens"] == int(tokens)
+    assert ddp["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert torch.allclose(ddp["grad"], reference, rtol=1e-4, atol=1e-7), (ddp["grad"] - reference).abs().max()

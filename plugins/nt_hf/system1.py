@@ -33,6 +33,7 @@ class System1Annotator(Annotator):
     class Settings(Settings):
         model: str = "smollm2"
         system_prompt: str | None = ANSWER_DIRECTLY
+        prefill: str = Field("", description='text the answer starts with, e.g. "<answer>"; kept in system1_answer')
         max_new_tokens: int = Field(48, ge=1)
         batch_size: int = Field(8, ge=1)
         dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$", description="auto: bf16 on GPU, fp32 on CPU")
@@ -56,12 +57,12 @@ class System1Annotator(Annotator):
                 model = ChatModel(ctx.resolve_model(s.model), threads=ctx.threads, dtype=s.dtype)
             started = time.perf_counter()
             start = b * s.batch_size
-            prompts = [model.chat_prompt(t, s.system_prompt) for t in texts[start:start + s.batch_size]]
+            prompts = [model.chat_prompt(t, s.system_prompt, s.prefill) for t in texts[start:start + s.batch_size]]
             outs = model.complete(prompts, s.max_new_tokens, Sampling(temperature=0.0), seed=0)
             done["tokens"] += sum(len(c.token_ids) for c in outs)
             done["seconds"] += time.perf_counter() - started
             advance(0, info=f"{done['tokens'] / max(done['seconds'], 1e-9):.0f} tok/s")
-            answers = [model.decode(c.token_ids).strip() for c in outs]
+            answers = [(s.prefill + model.decode(c.token_ids)).strip() for c in outs]
             return pa.table({"trace_id": batches[b], "question_id": batches[b], "system1_answer": answers})
 
         progress = ctx.progress or Progress(disable=True)

@@ -18,10 +18,17 @@ from nt_harness.records import QUESTIONS, TRACES
 from nt_hf.generation import ChatModel, Sampling, batch_seed
 from nt_hf.shards import run_sharded
 
+# Chosen on SmolLM2-135M-Instruct over reasoning-gym chain_sum, letter_counting and aiw (8 questions x 2
+# samples each; see the nt_hf report): a worked example in the prompt raised the share of closed
+# <answer> tags but the model copied the example into its thinking, so there is none.
 THINK_STEP_BY_STEP = (
-    "You are a careful problem solver. First think step by step inside <think></think> tags, "
-    "then write the final answer in the format the question asks for."
+    "You are a careful problem solver. First think step by step inside <think></think> tags. "
+    "After </think>, write the final answer inside <answer></answer> tags and nothing else."
 )
+# SmolLM2-135M mostly ends its reply (EOS) inside the thinking; forcing the end of thinking plus the
+# opening tag the question asks for gives an <answer> in ~80 % of samples, against ~25 % when only
+# "\n</think>\n" is forced. For sources with another answer format set force_answer accordingly.
+FORCE_ANSWER_TAG = "\n</think>\n<answer>"
 
 
 def split_trace(text: str, think_start: str, think_end: str) -> tuple[str, str, bool]:
@@ -58,7 +65,8 @@ class HFTeacher(Teacher):
         think_start: str = "<think>"
         think_end: str = "</think>"
         force_answer: str | None = Field(
-            None, description="appended when a sample ended (EOS) without think_end; the answer is then generated"
+            FORCE_ANSWER_TAG,
+            description="appended when a sample ended (EOS) without think_end; the answer is then generated",
         )
         answer_max_tokens: int = Field(64, ge=1, description="new tokens for the forced answer")
         dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$", description="auto: bf16 on GPU, fp32 on CPU")

@@ -45,6 +45,13 @@ def chain_scores(texts: pa.Array) -> np.ndarray:
     return score
 
 
+def best_per_question(qids: np.ndarray, rows: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """The highest-scoring row of each question (ties: the earlier row), best questions first."""
+    order = rows[np.lexsort((rows, -score[rows]))]
+    _, first = np.unique(qids[order], return_index=True)
+    return order[np.sort(first)]
+
+
 class LimoSelector(Selector):
     name = "limo"
     description = "LIMO difficulty filter on solver pass rates + chain scoring"
@@ -68,19 +75,22 @@ class LimoSelector(Selector):
         d.drop(~correct, "dropped: wrong answer")
         too_easy = pass_rate > self.settings.max_pass_rate
         d.drop(too_easy, "dropped: too easy")
-        cand = complete & correct
         score = np.full(len(qids), -np.inf)
-        rows = np.flatnonzero(cand)
+        rows = np.flatnonzero(complete)
         texts = pc.binary_join_element_wise(pool.column("thinking"), pool.column("answer"), "\n").take(rows)
         score[rows] = chain_scores(texts)
-        # best chain per question: sort by score (stable on seed-independent tie-break: row order)
-        best = rows[np.lexsort((rows, -score[rows]))]
-        _, first = np.unique(qids[best], return_index=True)
-        best = best[np.sort(first)]
+        cand = complete & correct
+        best = best_per_question(qids, np.flatnonzero(cand), score)
         d.drop(cand & ~np.isin(np.arange(len(qids)), best), "dropped: not the best chain of its question")
         hard = best[(pass_rate[best] > self.settings.min_pass_rate) & ~too_easy[best]]
         d.keep(hard, "kept: hard and solvable, top chain score", budget)
         if self.settings.fill and d.n_kept < budget:
-            ctx.stats["filled"] = d.keep(best, "kept: fill (best chain of an easy question)", budget)
+            # equal budgets: best chains of easy questions, then (pools with too few verified chains)
+            # the best complete but unverified chain of the questions left; each recorded as such
+            filled = d.keep(best, "kept: fill (best chain of an easy question)", budget)
+            done = np.isin(qids, qids[d.kept])
+            rest = best_per_question(qids, np.flatnonzero(complete & ~done), score)
+            filled += d.keep(rest, "kept: fill (best unverified chain)", budget)
+            ctx.stats["filled"] = filled
         ctx.stats["questions"] = len(uniq)
         return d.table()

@@ -165,8 +165,11 @@ def load_student(student: str, settings):
 
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
     model.config.use_cache = False
-    if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.gradient_checkpointing:  # newer transformers renamed gradient_checkpointing_enable
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if settings.lora:
         from peft import LoraConfig, get_peft_model
 
