@@ -102,7 +102,8 @@ def teacher(tiny):
 
 
 def test_split_trace():
-    assert split_trace("<think>\na\n</think>\n<answer>1</answer>", "<think>", "</think>") == ("a", "<answer>1</answer>", True)
+    tags = ("<think>", "</think>")
+    assert split_trace("<think>\na\n</think>\n<answer>1</answer>", *tags) == ("a", "<answer>1</answer>", True)
     assert split_trace("a </think> b", "<think>", "</think>") == ("a", "b", True)  # template prefilled <think>
     assert split_trace("<think>\ncut off", "<think>", "</think>") == ("cut off", "", False)
     assert split_trace("just an answer", "<think>", "</think>") == ("", "just an answer", False)
@@ -204,8 +205,10 @@ def test_eos_before_think_end_forces_an_answer(teacher, tiny_early_eos, models, 
     one = questions.slice(0, 1)
     thinking = ChatModel(folder, threads=1).decode(thinking_ids).strip()
 
-    plain = teacher(model=folder, max_new_tokens=12, temperature=0).generate(one, make_ctx(tmp_path / "plain", models)).to_pylist()[0]
-    assert (plain["thinking"], plain["answer"], plain["complete"], plain["finish_reason"]) == (thinking, "", True, "stop")
+    plain = teacher(model=folder, max_new_tokens=12, temperature=0, force_answer=None)
+    plain = plain.generate(one, make_ctx(tmp_path / "plain", models)).to_pylist()[0]
+    assert (plain["thinking"], plain["answer"], plain["complete"]) == (thinking, "", True)
+    assert plain["finish_reason"] == "stop"
     assert plain["completion_tokens"] == 3
 
     forced = teacher(model=folder, max_new_tokens=12, temperature=0, force_answer="\n</think>\n", answer_max_tokens=5)
@@ -241,7 +244,8 @@ def test_system1_broadcasts_one_answer_per_question_in_pool_order(teacher, tiny,
     pool2 = pool.set_column(3, "reference", pa.array(
         [answer_q1 if q == q1 else r for q, r in zip(pool["question_id"].to_pylist(), pool["reference"].to_pylist())]))
     again = annotator.annotate(pool2, make_ctx(tmp_path / "s1", models, ExactMatchSource()))  # resumes from shards
-    assert [c for q, c in zip(pool["question_id"].to_pylist(), again["system1_correct"].to_pylist()) if q == q1] == [1.0, 1.0]
+    verdicts = zip(pool["question_id"].to_pylist(), again["system1_correct"].to_pylist())
+    assert [c for q, c in verdicts if q == q1] == [1.0, 1.0]
 
 
 def test_teacher_and_system1_run_as_pipeline_stages(tiny, tmp_path):
@@ -255,3 +259,11 @@ def test_teacher_and_system1_run_as_pipeline_stages(tiny, tmp_path):
     table, keys = pipeline.annotated(spec, source, pool)
     assert len(keys) == 1
     assert table.column("system1_correct").to_pylist() == [0.0] * 6
+
+
+def test_system1_prefill_is_kept_in_the_answer(tiny, teacher, models, questions, tmp_path):
+    pool = teacher().generate(questions, make_ctx(tmp_path / "teacher", models))
+    annotator = System1Annotator(model=tiny, max_new_tokens=3, prefill="<answer>")
+    out = annotator.annotate(pool, make_ctx(tmp_path / "s1", models))
+    assert all(a.startswith("<answer>") and len(a) > len("<answer>") for a in out.column("system1_answer").to_pylist())
+    assert out.column("system1_correct").to_pylist() == [None] * 3  # no source, no verdict

