@@ -9,12 +9,12 @@ import nt_harness
 from nt_harness.recipes import Profile
 
 EMBEDDED = {
-    "source": {"name": "gym", "per_family": 6, "seed": 0},
+    "source": {"name": "gym", "per_family": 5, "seed": 0},
     "teacher": {"name": "hf", "model": "smollm2", "n": 2, "temperature": 0.7, "top_p": 0.95,
-                "max_new_tokens": 160, "batch_size": 8, "seed": 0},
+                "max_new_tokens": 128, "batch_size": 8, "seed": 0},
     "student": "smollm2",
-    "trainer": {"name": "sft", "lr": 2e-5, "epochs": 3, "batch_size": 4, "max_length": 1024},
-    "benchmarks": [{"name": "lmeval", "tasks": ["gym_heldout"], "max_gen_toks": 192, "batch_size": 8}],
+    "trainer": {"name": "sft", "lr": 2e-5, "epochs": 2, "batch_size": 4, "max_length": 1024},
+    "benchmarks": [{"name": "lmeval", "tasks": ["gym_heldout"], "max_gen_toks": 160, "batch_size": 8}],
     "budget": 16,
     "seed": 0,
 }

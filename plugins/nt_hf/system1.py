@@ -14,7 +14,7 @@ from nt_harness.components import Annotator, Context, Settings
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS
 from nt_hf.generation import ChatModel, Sampling
-from nt_hf.shards import run_sharded
+from nt_harness.shards import run_sharded
 
 ANSWER_DIRECTLY = (
     "Answer immediately, without explaining or showing any working. "

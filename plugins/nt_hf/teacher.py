@@ -16,7 +16,7 @@ from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES
 from nt_hf.generation import ChatModel, Sampling, batch_seed
-from nt_hf.shards import run_sharded
+from nt_harness.shards import run_sharded
 
 # Chosen on SmolLM2-135M-Instruct over reasoning-gym chain_sum, letter_counting and aiw (8 questions x 2
 # samples each; see the nt_hf report): a worked example in the prompt raised the share of closed
