@@ -18,9 +18,9 @@ from nt_harness.pipeline import STAGES, Pipeline
 from nt_harness.plugins import PluginError, Plugins
 from nt_harness.progress import Progress
 from nt_harness.recipes import Profile, Recipe, SpecError, apply_sets, merge, profile_from_file, recipe_from_file
-from nt_harness.store import Store, StoreLocked
+from nt_harness.store import Store, StoreLocked, library_versions
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 220)  # logs keep the whole table
 err = Console(stderr=True)
 USER_ERRORS = (PluginError, SpecError, StoreLocked)
 DEFAULT_PROFILE = "embedded"
@@ -142,6 +142,7 @@ def _publish(runs, specs, opts, name, started):
         "seed": specs[0][2].get("seed", 0),
         "command": "nt-harness " + shlex.join(sys.argv[1:]),
         "wall_s": time.time() - started,
+        "versions": library_versions(),
     }
     folder = leaderboard.write(runs, Path(opts["results"]) / name, title, meta)
     console.print(leaderboard.rich_table(runs, title))

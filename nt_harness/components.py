@@ -113,7 +113,12 @@ class Trainer(Component):
 
 
 class Benchmark(Component):
-    """Scores a model folder; returns a list of result rows (schema in ``records.RESULT_FIELDS``)."""
+    """Scores a model folder; returns a list of result rows (schema in ``records.RESULT_FIELDS``).
+
+    A benchmark may also write ``ctx.out / "samples.parquet"`` (columns ``task``, ``question_id`` and one
+    numeric column per metric, e.g. ``exact_match``, ``response_tokens``): the leaderboard then runs paired
+    tests between recipes on the same questions and reports generated tokens.
+    """
 
     kind = "benchmark"
 

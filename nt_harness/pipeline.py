@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
@@ -37,23 +38,79 @@ class RunResult:
     cost: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)  # stage -> store key
+    per_question: dict = field(default_factory=dict)  # task -> metric -> {question_id: value}, for paired tests
 
 
-def build_examples(pool: pa.Table, selection: pa.Table) -> pa.Table:
-    """Kept traces in selection order, as System-2 (full trace) training examples."""
+MIXING_MODES = ("none", "random", "difficulty")
+
+
+def mixing_settings(spec: dict) -> dict:
+    """The spec's ``mixing`` section, checked: how many examples keep their thinking (System-2) and how
+    many are the final answer only (System-1). Mixed System-1/System-2 distillation is NaturalThoughts'
+    (arXiv 2507.01921, Table 4): "random" makes each example System-2 with probability ``p`` (the paper's
+    p of 0.2/0.4/0.6 is the System-2 share: random mixing "at 60 % System-2" is p = 0.6); "difficulty" makes
+    the models-disagree examples System-2 and the rest System-1."""
+    raw = dict(spec.get("mixing") or {})
+    unknown = set(raw) - {"mode", "p", "seed"}
+    if unknown:
+        raise SpecError(f"mixing: unknown key(s) {', '.join(sorted(unknown))}; known: mode, p, seed")
+    mode = raw.get("mode", "none")
+    if mode not in MIXING_MODES:
+        raise SpecError(f"mixing.mode: {mode!r} is not one of {', '.join(MIXING_MODES)}")
+    if mode != "random":
+        if "p" in raw:
+            raise SpecError(f"mixing.p: only mode 'random' takes a probability (mode is {mode!r})")
+        return {"mode": mode}
+    p = raw.get("p")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        raise SpecError(f"mixing.p: the probability of a System-2 example, a number in [0, 1] (got {p!r})")
+    return {"mode": "random", "p": float(p), "seed": int(raw.get("seed", spec.get("seed", 0)))}
+
+
+def build_examples(pool: pa.Table, selection: pa.Table, mixing: dict | None = None) -> pa.Table:
+    """Kept traces in selection order as training examples: System-2 (full trace) unless ``mixing`` (see
+    ``mixing_settings``) makes some System-1 (final answer only)."""
     kept = selection.filter(pc.field("kept")).sort_by("rank")
     index = {tid: i for i, tid in enumerate(pool.column("trace_id").to_pylist())}
     rows = pool.take(pa.array([index[t] for t in kept.column("trace_id").to_pylist()], pa.int64()))
+    mode = (mixing or {}).get("mode", "none")
+    if mode == "none":
+        system2 = np.ones(rows.num_rows, dtype=bool)
+    elif mode == "random":
+        system2 = np.random.default_rng(mixing["seed"]).random(rows.num_rows) < mixing["p"]
+    elif mode == "difficulty":
+        missing = [c for c in ("correct", "system1_correct") if c not in rows.column_names]
+        if missing:
+            raise SpecError(f"mixing.mode 'difficulty' needs column(s) {', '.join(missing)} "
+                            "(annotators `verify` and `system1`)")
+        # System-2 where the models disagree: the teacher's answer verifies, the System-1 answer does not
+        teacher_right = pc.fill_null(rows.column("correct"), 0.0).to_numpy() >= 1.0
+        system1_wrong = pc.fill_null(rows.column("system1_correct"), 1.0).to_numpy() < 1.0
+        system2 = teacher_right & system1_wrong
+    else:
+        raise SpecError(f"mixing.mode: {mode!r} is not one of {', '.join(MIXING_MODES)}")
     return pa.table(
         {
             "trace_id": rows.column("trace_id"),
             "question": rows.column("question"),
             "thinking": rows.column("thinking"),
             "answer": rows.column("answer"),
-            "mode": pa.array(["system2"] * rows.num_rows, pa.string()),
+            "mode": pa.array(np.where(system2, "system2", "system1"), pa.string()),
         },
         schema=EXAMPLES,
     )
+
+
+def per_question_values(samples: pa.Table) -> dict:
+    """task -> metric -> {question_id: value} from a benchmark's samples table (numeric columns)."""
+    out: dict = {}
+    numeric = [f.name for f in samples.schema
+               if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)) and f.name != "doc_id"]
+    for task in set(samples.column("task").to_pylist()):
+        rows = samples.filter(pc.equal(samples.column("task"), task))
+        qids = rows.column("question_id").to_pylist()
+        out[task] = {m: dict(zip(qids, rows.column(m).to_pylist())) for m in numeric}
+    return out
 
 
 class Pipeline:
@@ -171,6 +228,9 @@ class Pipeline:
             self.instantiate("benchmark", conf, f"benchmarks[{i}]")
         selector = self.instantiate("selector", spec["selector"], "selector")
         provided = set(TRACES.names).union(*(a.columns for a in annotators))
+        if mixing_settings(spec)["mode"] == "difficulty" and not {"correct", "system1_correct"} <= provided:
+            raise SpecError("mixing.mode 'difficulty' needs columns correct and system1_correct: add annotators "
+                            "`verify` and `system1`")
         missing = [c for c in selector.requires if c not in provided]
         if missing:
             raise SpecError(
@@ -222,17 +282,21 @@ class Pipeline:
                             f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})")
 
         trainer = self.instantiate("trainer", spec["trainer"], "trainer")
+        mixing = mixing_settings(spec)
 
         def train(ctx):
-            examples = build_examples(table, chosen.table())
+            examples = build_examples(table, chosen.table(), mixing)
             write_table(examples, ctx.out, "examples")
+            ctx.stats["system2_examples"] = pc.sum(pc.equal(examples.column("mode"), "system2").cast(pa.int64())).as_py() or 0
             return trainer.train(examples, self.models.resolve(student), ctx)
 
-        trained = self.stage("train", trainer, {"selection": chosen.key, "student": student}, train, source)
+        # System-2-only runs keep the keys they had before mixing existed
+        inputs = {"selection": chosen.key, "student": student} | ({"mixing": mixing} if mixing["mode"] != "none" else {})
+        trained = self.stage("train", trainer, inputs, train, source)
         partial.stages["train"] = trained.key
         if until == "train":
             return partial
-        results, evals = self.evaluate(spec, str(trained.path / "model"), trained.key, source)
+        results, evals, partial.per_question = self.evaluate(spec, str(trained.path / "model"), trained.key, source)
         partial.stages["evaluate"] = [e.key for e in evals]
         partial.results = results
         partial.cost = self.cost([pool, *ann_entries, chosen, trained, *evals])
@@ -243,12 +307,12 @@ class Pipeline:
     def baseline(self, spec: dict) -> RunResult:
         """The untrained student on the same benchmarks: the reference row."""
         student = spec["student"]
-        results, evals = self.evaluate(spec, self.models.resolve(student), f"base:{student}", None)
+        results, evals, per_question = self.evaluate(spec, self.models.resolve(student), f"base:{student}", None)
         return RunResult(recipe="(base student)", budget=0, student=student, results=results,
-                         cost=self.cost(evals))
+                         cost=self.cost(evals), per_question=per_question)
 
-    def evaluate(self, spec: dict, model: str, model_key: str, source) -> tuple[list[dict], list[Entry]]:
-        results, entries = [], []
+    def evaluate(self, spec: dict, model: str, model_key: str, source) -> tuple[list[dict], list[Entry], dict]:
+        results, entries, per_question = [], [], {}
         for i, conf in enumerate(spec.get("benchmarks", [])):
             bench = self.instantiate("benchmark", conf, f"benchmarks[{i}]")
 
@@ -260,7 +324,9 @@ class Pipeline:
             entry = self.stage("evaluate", bench, {"model": model_key}, evaluate, source)
             entries.append(entry)
             results += json.loads((entry.path / "results.json").read_text())
-        return results, entries
+            if (entry.path / "samples.parquet").exists():
+                per_question.update(per_question_values(entry.table("samples")))
+        return results, entries, per_question
 
     @staticmethod
     def cost(entries: list[Entry]) -> dict:
@@ -274,5 +340,7 @@ class Pipeline:
                 out["teacher_tokens"] += stats.get("completion_tokens", 0) + stats.get("prompt_tokens", 0)
             if e.stage == "train":
                 out["train_tokens"] += stats.get("train_tokens", 0)
+            if "cost_usd" in stats:
+                out["cost_usd"] = round(out.get("cost_usd", 0.0) + stats["cost_usd"], 4)
         out["wall_s"] = round(out["wall_s"], 1)
         return out

@@ -26,22 +26,38 @@ def run_sharded(
     run_batch: Callable[[int], pa.Table],
     schema: pa.Schema,
     advance: Callable[..., None] = lambda n=1, info=None: None,
+    redo: Callable[[pa.Table], bool] | None = None,
+    plan: Callable[[dict[int, pa.Table | None]], None] | None = None,
 ) -> tuple[pa.Table, int]:
     """Run ``run_batch(i)`` for every batch whose shard is missing; return all rows in batch order and how
     many batches were reused. ``batches[i]`` lists the ``trace_id`` values batch i must produce: a shard
-    holding other ids (left by different batching) is redone, not trusted."""
+    holding other ids (left by different batching) is redone, not trusted.
+
+    ``redo(shard)`` marks a finished shard to run again (an API teacher's requests that failed after their
+    retries). ``plan(todo)`` is called once before any batch runs with {batch index: its shard when it is
+    being redone, else None}, so a caller can start every request at once and keep a redone shard's good
+    rows."""
     scratch.mkdir(parents=True, exist_ok=True)
-    tables, reused = [], 0
-    for i, ids in enumerate(batches):
-        shard = scratch / f"batch-{i:06d}.parquet"
+    shards = [scratch / f"batch-{i:06d}.parquet" for i in range(len(batches))]
+    tables: list[pa.Table | None] = []
+    todo: dict[int, pa.Table | None] = {}
+    for i, (ids, shard) in enumerate(zip(batches, shards)):
         table = read_shard(shard, schema)
-        if table is not None and table.column("trace_id").to_pylist() == ids:
-            reused += 1
-        else:
-            table = run_batch(i).cast(schema)
-            tmp = shard.with_name(shard.name + ".tmp")
-            pq.write_table(table, tmp)
-            os.replace(tmp, shard)
+        if table is None or table.column("trace_id").to_pylist() != ids:
+            todo[i] = None
+            table = None
+        elif redo is not None and redo(table):
+            todo[i] = table
+            table = None
         tables.append(table)
+    if plan is not None:
+        plan(todo)
+    for i, ids in enumerate(batches):
+        if i in todo:
+            table = run_batch(i).cast(schema)
+            tmp = shards[i].with_name(shards[i].name + ".tmp")
+            pq.write_table(table, tmp)
+            os.replace(tmp, shards[i])
+            tables[i] = table
         advance(len(ids))
-    return pa.concat_tables(tables) if tables else schema.empty_table(), reused
+    return pa.concat_tables(tables) if tables else schema.empty_table(), len(batches) - len(todo)
