@@ -287,11 +287,13 @@ class Pipeline:
         def train(ctx):
             examples = build_examples(table, chosen.table(), mixing)
             write_table(examples, ctx.out, "examples")
-            ctx.stats["system2_examples"] = pc.sum(pc.equal(examples.column("mode"), "system2").cast(pa.int64())).as_py() or 0
+            system2 = pc.equal(examples.column("mode"), "system2").cast(pa.int64())
+            ctx.stats["system2_examples"] = pc.sum(system2).as_py() or 0
             return trainer.train(examples, self.models.resolve(student), ctx)
 
-        # System-2-only runs keep the keys they had before mixing existed
-        inputs = {"selection": chosen.key, "student": student} | ({"mixing": mixing} if mixing["mode"] != "none" else {})
+        inputs = {"selection": chosen.key, "student": student}
+        if mixing["mode"] != "none":  # System-2-only runs keep the keys they had before mixing existed
+            inputs["mixing"] = mixing
         trained = self.stage("train", trainer, inputs, train, source)
         partial.stages["train"] = trained.key
         if until == "train":

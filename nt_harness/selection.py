@@ -11,11 +11,15 @@ from nt_harness.records import SELECTION
 
 
 class Decisions:
+    """Per trace: kept or not, why, and in which order. Whole-array operations, so 1M traces take seconds;
+    trace ids stay an Arrow column."""
+
     def __init__(self, pool: pa.Table, default_reason: str = "dropped: not chosen"):
-        self.ids = pool.column("trace_id").to_numpy(zero_copy_only=False)
-        self.kept = np.zeros(len(self.ids), dtype=bool)
-        self.rank = np.full(len(self.ids), -1, dtype=np.int32)
-        self.reason = np.full(len(self.ids), default_reason, dtype=object)
+        n = pool.num_rows
+        self.ids = pool.column("trace_id")
+        self.kept = np.zeros(n, dtype=bool)
+        self.rank = np.full(n, -1, dtype=np.int32)
+        self.reason = np.full(n, default_reason, dtype=object)
         self._next = 0
 
     @property
@@ -27,22 +31,26 @@ class Decisions:
         mask = np.asarray(mask, dtype=bool) & ~self.kept
         self.reason[mask] = reason
 
-    def keep(self, rows, reason: str, budget: int | None = None) -> int:
-        """Keep ``rows`` (indices, in order of preference) until ``budget`` examples are kept."""
-        taken = 0
-        for i in rows:
-            if budget is not None and self.n_kept >= budget:
-                break
-            if self.kept[i]:
-                continue
-            self.kept[i], self.rank[i], self.reason[i] = True, self._next, reason
-            self._next += 1
-            taken += 1
-        return taken
+    def keep(self, rows, reason, budget: int | None = None) -> int:
+        """Keep ``rows`` (indices, in order of preference) until ``budget`` examples are kept; ``reason`` is
+        one string or one per row. Returns how many were newly kept."""
+        rows = np.asarray(rows, dtype=np.int64)
+        reasons = None if isinstance(reason, str) else np.asarray(reason, dtype=object)
+        _, first = np.unique(rows, return_index=True)  # a row listed twice counts once
+        first = np.sort(first)
+        fresh = first[~self.kept[rows[first]]]
+        if budget is not None:
+            fresh = fresh[: max(budget - self.n_kept, 0)]
+        chosen = rows[fresh]
+        self.kept[chosen] = True
+        self.rank[chosen] = np.arange(self._next, self._next + len(chosen), dtype=np.int32)
+        self.reason[chosen] = reason if reasons is None else reasons[fresh]
+        self._next += len(chosen)
+        return len(chosen)
 
     def table(self) -> pa.Table:
         return pa.table(
-            {"trace_id": self.ids, "kept": self.kept, "reason": self.reason.astype(str), "rank": self.rank},
+            {"trace_id": self.ids, "kept": self.kept, "reason": pa.array(self.reason, pa.string()), "rank": self.rank},
             schema=SELECTION,
         )
 

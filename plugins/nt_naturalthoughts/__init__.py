@@ -1,19 +1,82 @@
-"""NaturalThoughts (Li et al. 2025, arXiv 2507.01921): which R1 traces to distil, as recipes."""
+"""NaturalThoughts (Li et al. 2025, arXiv 2507.01921): which R1 traces to distil, as recipes.
+
+Selectors (§3.2): long, topic-uniform, cluster-uniform, verbosity, short-reference, strategy-diverse,
+compose; the `embed` annotator (question clusters); the `natural_reasoning` source; and the recipes of the
+paper's selection and System-1/System-2 mixing experiments.
+"""
 
 import nt_harness
 from nt_harness.recipes import Recipe
+from nt_naturalthoughts.annotators import EmbedAnnotator, RecordedSystem1Annotator, build_minilm
+from nt_naturalthoughts.selectors import (
+    ClusterUniformSelector,
+    ComposeSelector,
+    LongSelector,
+    ShortReferenceSelector,
+    StrategyDiverseSelector,
+    TopicUniformSelector,
+    VerbositySelector,
+)
+from nt_naturalthoughts.source import NaturalReasoningSource
 
-DISAGREE = {
-    "annotators": [{"name": "verify"}, {"name": "system1"}, {"name": "length"}],
-    "selector": {"name": "disagree"},
-}
+LENGTH = {"name": "length"}
+DISAGREE_ANNOTATORS = [{"name": "verify"}, {"name": "system1"}, LENGTH]
+DISAGREE = {"annotators": DISAGREE_ANNOTATORS, "selector": {"name": "disagree"}}
+RANDOM = {"annotators": [LENGTH], "selector": {"name": "random"}}
+
+# Need LLM annotators that do not exist yet (`strategies`, `verbosity`): kept here, registered once they run.
+STRATEGY = {"annotators": [LENGTH, {"name": "strategies"}], "selector": {"name": "strategy-diverse"}}
+VERBOSITY_HIGH = {"annotators": [LENGTH, {"name": "verbosity"}], "selector": {"name": "verbosity", "level": "high"}}
+
+
+def mixed(mixing: dict, annotators: list[dict]) -> dict:
+    """Mixing runs train on a random selection: difficulty mixing needs agree and disagree examples both."""
+    return {"annotators": annotators, "selector": {"name": "random"}, "mixing": mixing}
+
+
+@nt_harness.hookimpl
+def register_sources(register):
+    register(NaturalReasoningSource)
+
+
+@nt_harness.hookimpl
+def register_annotators(register):
+    register(EmbedAnnotator)
+    register(RecordedSystem1Annotator)
+
+
+@nt_harness.hookimpl
+def register_models(register):
+    register("all-minilm-l6-v2", build_minilm)  # a real sentence encoder for `embed`, from a PyPI wheel
+
+
+@nt_harness.hookimpl
+def register_selectors(register):
+    for cls in (LongSelector, TopicUniformSelector, ClusterUniformSelector, VerbositySelector,
+                ShortReferenceSelector, StrategyDiverseSelector, ComposeSelector):
+        register(cls)
 
 
 @nt_harness.hookimpl
 def register_recipes(register):
-    # The paper's best selection at 10k-100k examples is "models disagree" (arXiv 2507.01921 §4.2):
+    # The paper's best selection at 10k-100k examples is "models disagree" (arXiv 2507.01921 §3.2, Table 1):
     # questions where a System-1 answer (Llama-3.3-70B, no thinking) differs from R1's.
     register(Recipe("naturalthoughts", "NaturalThoughts' best: traces where a System-1 model disagrees", DISAGREE))
     register(Recipe("naturalthoughts:disagree", "models-disagree selection (same as `naturalthoughts`)", DISAGREE))
-    register(Recipe("naturalthoughts:random", "NaturalThoughts' random-selection baseline",
-                    {"annotators": [{"name": "length"}], "selector": {"name": "random"}}))
+    register(Recipe("naturalthoughts:random", "NaturalThoughts' random-selection baseline", RANDOM))
+    register(Recipe("naturalthoughts:topic", "uniform over question topics (§3.2 topic diversity)",
+                    {"annotators": [LENGTH], "selector": {"name": "topic-uniform"}}))
+    register(Recipe("naturalthoughts:cluster", "uniform over k-means clusters of question embeddings (§3.2)",
+                    {"annotators": [LENGTH, {"name": "embed"}], "selector": {"name": "cluster-uniform"}}))
+    register(Recipe("naturalthoughts:long", "length-biased: keep with p = (l/5000)^2.5 (§3.2), fill to budget",
+                    {"annotators": [LENGTH], "selector": {"name": "long"}}))
+    register(Recipe("naturalthoughts:short-ref", "easy to verify: questions with short reference answers (§3.2)",
+                    {"annotators": [LENGTH], "selector": {"name": "short-reference"}}))
+    # Mixed System-1/System-2 distillation (Table 4): p is the share of System-2 (full-trace) examples.
+    for p in (0.2, 0.4, 0.6):
+        register(Recipe(f"naturalthoughts:mix-random-{p}",
+                        f"random selection, each example System-2 with probability {p}, else answer only (Table 4)",
+                        mixed({"mode": "random", "p": p}, [LENGTH])))
+    register(Recipe("naturalthoughts:mix-difficulty",
+                    "random selection; System-2 where the models disagree, answer only elsewhere (Table 4)",
+                    mixed({"mode": "difficulty"}, DISAGREE_ANNOTATORS)))

@@ -1,0 +1,327 @@
+"""NaturalThoughts' selection strategies (Li et al. 2025, arXiv 2507.01921 §3.2), model-free parts.
+
+Every selector writes kept/reason for every trace, keeps one complete trace per question, is
+deterministic given the seed, and works on whole columns (numpy/pyarrow), so choosing among a million
+traces costs array operations, not a Python loop per trace. A selector reads only the columns it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, ValidationError, model_validator
+
+from nt_harness.components import Selector, Settings
+from nt_harness.records import SELECTION
+from nt_harness.recipes import SpecError
+from nt_harness.selection import Decisions, column
+
+# "Long" (§3.2): keep each example with probability p = (l / C)^τ, l = reasoning length in tokens,
+# C = 5000, τ = 2.5 (NaturalThoughts, arXiv 2507.01921 §3.2).
+LONG_SCALE_TOKENS = 5000.0
+LONG_EXPONENT = 2.5
+# "Reasoning strategies" (§3.2): keep traces with R_min = 4 to R_max = 8 distinct meta-reasoning
+# strategies, downsampling low-density ones (NaturalThoughts, arXiv 2507.01921 §3.2).
+MIN_STRATEGIES, MAX_STRATEGIES = 4, 8
+
+
+# building blocks -------------------------------------------------------------------------------------
+def codes(pool: pa.Table, name: str) -> np.ndarray:
+    """Integer code per row for a categorical column (nulls get a code of their own); sorting ints is ~10x
+    faster than sorting a million Python strings."""
+    encoded = pc.dictionary_encode(pool.column(name).combine_chunks())
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    null = len(encoded.dictionary)
+    return pc.fill_null(encoded.indices, null).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def first_per_question(question: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The first row of each question in ``order`` (row indices, in order of preference), order kept."""
+    order = np.asarray(order, dtype=np.int64)
+    _, first = np.unique(question[order], return_index=True)
+    return order[np.sort(first)]
+
+
+def start(pool: pa.Table) -> tuple[Decisions, np.ndarray, np.ndarray]:
+    """Decisions for the pool, its complete-trace mask (only complete responses are trainable:
+    NaturalThoughts §4 keeps complete responses only) and question codes."""
+    d = Decisions(pool)
+    complete = column(pool, "complete") if "complete" in pool.column_names else np.ones(pool.num_rows, bool)
+    complete = np.asarray(complete, dtype=bool)
+    d.drop(~complete, "dropped: incomplete")
+    return d, complete, codes(pool, "question_id")
+
+
+def unchosen(d: Decisions, question: np.ndarray) -> np.ndarray:
+    """Rows whose question has no kept trace yet."""
+    taken = np.zeros(question.max() + 1 if len(question) else 0, dtype=bool)
+    taken[question[d.kept]] = True
+    return ~taken[question]
+
+
+def fill_random(d: Decisions, question: np.ndarray, eligible: np.ndarray, budget: int, rng, reason: str) -> int:
+    """Top up to the budget with random eligible traces of questions not chosen yet (recorded as fill)."""
+    if d.n_kept >= budget:
+        return 0
+    rows = np.flatnonzero(eligible & unchosen(d, question))
+    return d.keep(first_per_question(question, rng.permutation(rows)), reason, budget)
+
+
+def keep_sampled(d: Decisions, question: np.ndarray, accepted: np.ndarray, budget: int, rng, reason: str) -> int:
+    """Keep accepted traces, one per question, in random order, up to the budget."""
+    return d.keep(first_per_question(question, rng.permutation(np.flatnonzero(accepted))), reason, budget)
+
+
+def finish(d: Decisions, ctx, question, complete, budget, rng, fill: bool) -> pa.Table:
+    if fill:
+        ctx.stats["filled"] = fill_random(d, question, complete, budget, rng, "kept: fill (random)")
+    return d.table()
+
+
+# selectors ---------------------------------------------------------------------------------------------
+class LongSelector(Selector):
+    name = "long"
+    version = "1"
+    description = "length-biased: keep with p = (l/C)^τ on thinking tokens (NaturalThoughts §3.2), then fill"
+    requires = ("thinking_tokens",)
+
+    class Settings(Settings):
+        scale_tokens: float = Field(LONG_SCALE_TOKENS, gt=0)  # C
+        exponent: float = Field(LONG_EXPONENT, gt=0)  # τ
+        fill: bool = True  # top up, length-weighted, when the sample is short of the budget (recorded)
+
+    def keep_probability(self, thinking_tokens: np.ndarray) -> np.ndarray:
+        s = self.settings
+        return np.minimum(1.0, (np.maximum(thinking_tokens, 0.0) / s.scale_tokens) ** s.exponent)
+
+    def select(self, pool, budget, seed, ctx):
+        rng = np.random.default_rng(seed)
+        d, complete, question = start(pool)
+        p = self.keep_probability(column(pool, "thinking_tokens", fill=0.0))
+        accepted = complete & (rng.random(pool.num_rows) < p)
+        d.drop(complete & ~accepted, "dropped: not sampled by length")
+        keep_sampled(d, question, accepted, budget, rng, "kept: sampled by length, p=(l/C)^τ")
+        ctx.stats["sampled"] = int(accepted.sum())
+        ctx.stats["mean_keep_probability"] = float(p[complete].mean()) if complete.any() else 0.0
+        if self.settings.fill and d.n_kept < budget:
+            # weighted sampling without replacement ∝ p (Efraimidis & Spirakis keys log(u)/p), so the fill
+            # keeps the length bias instead of diluting it with uniform picks
+            with np.errstate(divide="ignore"):
+                key = np.where(p > 0, np.log(rng.random(pool.num_rows)) / np.where(p > 0, p, 1.0), -np.inf)
+            rows = np.flatnonzero(complete & unchosen(d, question))
+            order = rows[np.lexsort((rng.random(len(rows)), -key[rows]))]
+            ctx.stats["filled"] = d.keep(first_per_question(question, order), "kept: fill (length-weighted)", budget)
+        return d.table()
+
+
+class UniformOverSelector(Selector):
+    """Round-robin over the groups of a column: the r-th pick of every group before any group's (r+1)-th,
+    so groups are balanced until the small ones run out. Not registered itself."""
+
+    group_column: ClassVar[str] = ""
+
+    def select(self, pool, budget, seed, ctx):
+        rng = np.random.default_rng(seed)
+        d, complete, question = start(pool)
+        group = codes(pool, self.group_column)
+        candidates = first_per_question(question, rng.permutation(np.flatnonzero(complete)))
+        g = group[candidates]
+        by_group = np.argsort(g, kind="stable")  # random order kept within a group
+        sorted_g = g[by_group]
+        starts = np.flatnonzero(np.r_[True, sorted_g[1:] != sorted_g[:-1]]) if len(g) else np.zeros(0, np.int64)
+        sizes = np.diff(np.r_[starts, len(g)])
+        turn = np.empty(len(g), dtype=np.int64)
+        turn[by_group] = np.arange(len(g)) - np.repeat(starts, sizes)
+        group_order = rng.permutation(group.max() + 1 if len(group) else 0)  # which group goes first in a round
+        order = candidates[np.lexsort((group_order[g], turn))]
+        d.keep(order, f"kept: uniform over {self.group_column}", budget)
+        kept_groups = pool.column(self.group_column).filter(pa.array(d.kept)).value_counts().to_pylist()
+        ctx.stats["kept_per_group"] = {str(v["values"]): v["counts"] for v in kept_groups}
+        ctx.stats["groups"] = len(sizes)
+        return d.table()
+
+
+class TopicUniformSelector(UniformOverSelector):
+    name = "topic-uniform"
+    version = "1"
+    description = "uniform over question topics, round-robin (NaturalThoughts §3.2 topic diversity)"
+    requires = ("topic",)
+    group_column = "topic"
+
+
+class ClusterUniformSelector(UniformOverSelector):
+    name = "cluster-uniform"
+    version = "1"
+    description = "uniform over k-means clusters of question embeddings (NaturalThoughts §3.2 semantic diversity)"
+    requires = ("cluster",)
+    group_column = "cluster"
+
+
+class VerbositySelector(Selector):
+    name = "verbosity"
+    version = "1"
+    description = "traces in one verbosity bin (low/medium/high of a 0-10 score; NaturalThoughts §3.2)"
+    requires = ("verbosity",)
+
+    class Settings(Settings):
+        level: Literal["low", "medium", "high"] = "high"
+        # The paper compares low/medium/high subsets of the 0-10 score without giving the edges: settings.
+        low_max: float = 3.0  # low: score <= low_max
+        high_min: float = 7.0  # high: score >= high_min; medium: in between
+        fill: bool = True  # top up with random complete traces when the bin is short (recorded)
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if not self.low_max < self.high_min:
+                raise ValueError("low_max must be below high_min")
+            return self
+
+    def select(self, pool, budget, seed, ctx):
+        s = self.settings
+        rng = np.random.default_rng(seed)
+        d, complete, question = start(pool)
+        score = column(pool, "verbosity")
+        scored = ~np.isnan(score)
+        bins = {"low": score <= s.low_max, "high": score >= s.high_min}
+        bins["medium"] = scored & ~bins["low"] & ~bins["high"]
+        d.drop(complete & ~scored, "dropped: no verbosity score")
+        d.drop(complete & scored & ~bins[s.level], f"dropped: verbosity not {s.level}")
+        keep_sampled(d, question, complete & bins[s.level], budget, rng, f"kept: verbosity {s.level}")
+        return finish(d, ctx, question, complete, budget, rng, s.fill)
+
+
+class ShortReferenceSelector(Selector):
+    name = "short-reference"
+    version = "1"
+    description = "easy-to-verify questions: short reference answers (NaturalThoughts §3.2)"
+
+    class Settings(Settings):
+        # "easy to verify" proxied by the reference answer's length in characters (a number, a word, a
+        # short expression); the paper gives no cut-off, so it is a setting
+        max_reference_chars: int = Field(32, ge=1)
+        fill: bool = True
+
+    def select(self, pool, budget, seed, ctx):
+        s = self.settings
+        rng = np.random.default_rng(seed)
+        d, complete, question = start(pool)
+        reference = pool.column("reference").combine_chunks().cast(pa.string())
+        length = pc.fill_null(pc.utf8_length(pc.utf8_trim_whitespace(reference)), 0).to_numpy(zero_copy_only=False)
+        d.drop(complete & (length == 0), "dropped: no reference answer")
+        d.drop(complete & (length > s.max_reference_chars), f"dropped: reference over {s.max_reference_chars} chars")
+        short = complete & (length > 0) & (length <= s.max_reference_chars)
+        keep_sampled(d, question, short, budget, rng, "kept: short reference answer")
+        return finish(d, ctx, question, complete, budget, rng, s.fill)
+
+
+class StrategyDiverseSelector(Selector):
+    name = "strategy-diverse"
+    version = "1"
+    description = "traces using 4-8 distinct reasoning strategies, low-density ones downsampled (NaturalThoughts §3.2)"
+    requires = ("strategy_count", "strategy_density")
+
+    class Settings(Settings):
+        min_strategies: int = Field(MIN_STRATEGIES, ge=0)  # R_min
+        max_strategies: int = Field(MAX_STRATEGIES, ge=0)  # R_max
+        # "low density" (strategies per 1k thinking tokens) and how hard it is downsampled are not given
+        # in the paper: below this quantile of the in-range traces' density, keep this fraction
+        low_density_quantile: float = Field(0.25, ge=0, le=1)
+        low_density_keep: float = Field(0.5, ge=0, le=1)
+        fill: bool = True  # top up with random complete traces (outside the range; recorded)
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if self.min_strategies > self.max_strategies:
+                raise ValueError("min_strategies must not exceed max_strategies")
+            return self
+
+    def select(self, pool, budget, seed, ctx):
+        s = self.settings
+        rng = np.random.default_rng(seed)
+        d, complete, question = start(pool)
+        count = column(pool, "strategy_count")
+        density = column(pool, "strategy_density")
+        in_range = (count >= s.min_strategies) & (count <= s.max_strategies)  # NaN compares False
+        d.drop(complete & ~in_range, f"dropped: strategies outside {s.min_strategies}-{s.max_strategies}")
+        candidates = complete & in_range
+        known = candidates & ~np.isnan(density)
+        threshold = np.quantile(density[known], s.low_density_quantile) if known.any() else -np.inf
+        low = candidates & (~known | (density < threshold))
+        downsampled = low & (rng.random(pool.num_rows) >= s.low_density_keep)
+        d.drop(downsampled, "dropped: low strategy density (downsampled)")
+        keep_sampled(d, question, candidates & ~downsampled, budget, rng,
+                     f"kept: {s.min_strategies}-{s.max_strategies} strategies")
+        ctx.stats.update(in_range=int(candidates.sum()), low_density_threshold=float(threshold),
+                         downsampled=int(downsampled.sum()))
+        return finish(d, ctx, question, complete, budget, rng, s.fill)
+
+
+class ComposeSelector(Selector):
+    """Selectors in sequence: each narrows the traces the one before kept (e.g. models-disagree, then
+    length-biased sampling among those), the last one to the budget; then fill from random, recorded."""
+
+    name = "compose"
+    version = "1"
+    description = "selectors applied in order, each narrowing the last one's choice, then fill from random"
+
+    class Settings(Settings):
+        steps: list[dict] = Field(min_length=1)  # selector specs, e.g. [{"name": "disagree"}, {"name": "long"}]
+        fill: bool = True  # top up with random complete traces when the last step is short (recorded)
+
+    def __init__(self, settings=None, **kw):
+        super().__init__(settings, **kw)
+        from nt_harness.plugins import PluginError, Plugins
+
+        plugins = Plugins()
+        self.steps: list[Selector] = []
+        for i, spec in enumerate(self.settings.steps):
+            conf = dict(spec)
+            name = conf.pop("name", None)
+            if not name:
+                raise SpecError(f"compose.steps[{i}]: no selector name given")
+            try:
+                cls = plugins.component("selector", name)
+            except PluginError as e:
+                raise SpecError(f"compose.steps[{i}]: {e}") from None
+            if "fill" in conf:
+                raise SpecError(f"compose.steps[{i}] ({name}): steps never fill; compose's own `fill` tops up")
+            if "fill" in cls.Settings.model_fields:
+                conf["fill"] = False
+            try:
+                self.steps.append(cls(**conf))
+            except ValidationError as e:
+                problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+                raise SpecError(f"compose.steps[{i}] ({name}): {problems}") from None
+        # an instance attribute: the pipeline checks the columns every step needs before any work
+        self.requires = tuple(dict.fromkeys(c for step in self.steps for c in step.requires))
+
+    def select(self, pool, budget, seed, ctx):
+        rng = np.random.default_rng(seed)
+        d, complete, question = start(pool)
+        rows = np.arange(pool.num_rows)
+        path = " > ".join(step.name for step in self.steps)
+        for i, step in enumerate(self.steps):
+            last = i == len(self.steps) - 1
+            sub = pool.take(pa.array(rows, pa.int64()))
+            step_ctx = dataclasses.replace(ctx, stats={})
+            sel = step.select(sub, budget if last else sub.num_rows, seed + i, step_ctx)
+            ctx.stats[f"step{i}:{step.name}"] = step_ctx.stats
+            kept = sel.column("kept").to_numpy(zero_copy_only=False)
+            reason = sel.column("reason").to_numpy(zero_copy_only=False)
+            dropped = np.flatnonzero(~kept)
+            d.reason[rows[dropped]] = [f"{r} [{step.name}]" for r in reason[dropped]]
+            if last:
+                chosen = np.flatnonzero(kept)
+                chosen = chosen[np.argsort(sel.column("rank").to_numpy()[chosen], kind="stable")]
+                d.keep(rows[chosen], [f"{r} [{path}]" for r in reason[chosen]], budget)
+            else:
+                rows = rows[kept]
+                if not len(rows):
+                    break
+        d.drop(~complete, "dropped: incomplete")
+        return finish(d, ctx, question, complete, budget, rng, self.settings.fill)
