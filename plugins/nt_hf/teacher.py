@@ -17,6 +17,7 @@ from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES
 from nt_hf.generation import ChatModel, Sampling, batch_seed
 from nt_harness.shards import run_sharded
+from nt_harness.traces import split_trace
 
 # Chosen on SmolLM2-135M-Instruct over reasoning-gym chain_sum, letter_counting and aiw (8 questions x 2
 # samples each; see the nt_hf report): a worked example in the prompt raised the share of closed
@@ -29,21 +30,6 @@ THINK_STEP_BY_STEP = (
 # opening tag the question asks for gives an <answer> in ~80 % of samples, against ~25 % when only
 # "\n</think>\n" is forced. For sources with another answer format set force_answer accordingly.
 FORCE_ANSWER_TAG = "\n</think>\n<answer>"
-
-
-def split_trace(text: str, think_start: str, think_end: str) -> tuple[str, str, bool]:
-    """(thinking, answer, whether think_end was written) from the assistant's full text.
-
-    A missing opening tag is tolerated (templates that prefill it); text with no tags at all is all answer.
-    """
-    start = text.find(think_start)
-    body = text[start + len(think_start):] if start >= 0 else text
-    end = body.find(think_end)
-    if end >= 0:
-        return body[:end].strip(), body[end + len(think_end):].strip(), True
-    if start >= 0:
-        return body.strip(), "", False
-    return "", text.strip(), False
 
 
 class HFTeacher(Teacher):

