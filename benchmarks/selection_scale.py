@@ -206,7 +206,7 @@ def main():
         rows.append(row)
         print(f"{name:<24}{ours:>13.2f}{theirs:>10.2f}{theirs / ours:>8.1f}{ours_mem / 2**20:>9.0f}"
               f"{theirs_mem / 2**20:>11.0f}  {kept:,}", flush=True)
-    print(json.dumps({"traces": args.traces, "budget": args.budget, "fast_core_keep": args.fast_core_keep,
+    print(json.dumps({"traces": args.traces, "budget": args.budget,
                       "results": rows}))
 
 
