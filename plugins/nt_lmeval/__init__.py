@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,9 +35,11 @@ def tasks_dir() -> Path:
 
 
 @contextmanager
-def offline_env(hf_datasets_cache: Path):
-    """No hub, and a datasets cache inside the workdir, for the duration of one evaluation."""
-    values = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(hf_datasets_cache)}
+def offline_env(hf_datasets_cache: Path, offline: bool = True):
+    """No hub (unless downloads are allowed), and a datasets cache inside the workdir, for one evaluation."""
+    values = {"HF_DATASETS_CACHE": str(hf_datasets_cache)}
+    if offline:
+        values |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -61,14 +64,66 @@ class LMEvalBenchmark(Benchmark):
         max_length: int = 2048
         batch_size: int = 8
         seed: int = 0
+        # task name -> local data file for the reasoning presets (tasks/*_reasoning), which otherwise
+        # download their hub dataset; passed as lm-eval metadata `local_data` (see nt_lmeval.reasoning)
+        local_data: dict[str, str] = {}
+        download: bool = False  # let a preset without a local file fetch its hub dataset
+        repeats: int | None = None  # samples per question; None = each task's protocol (MATH-500: 16)
+        greedy: bool = False  # one greedy sample per question instead of the tasks' sampling settings
+        # hf: transformers in this process; vllm: vLLM in this process (the `vllm` extra);
+        # local-chat-completions: an OpenAI-compatible server already serving the model at base_url
+        backend: Literal["hf", "vllm", "local-chat-completions"] = "hf"
+        base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1/chat/completions
+        served_model: str | None = None  # the server's name for the model; default: the model folder
 
     def task_manager(self):
         from lm_eval.tasks import TaskManager
 
-        local = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+        files = {task: str(Path(path).expanduser().resolve()) for task, path in self.settings.local_data.items()}
+        metadata = {"local_data": files}
+        local = TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata)
         if all(t in local.all_tasks for t in self.settings.tasks):
             return local  # indexing lm-eval's ~15k built-in tasks costs ~8 s; skip it when all are ours
-        return TaskManager(include_path=str(tasks_dir()))
+        return TaskManager(include_path=str(tasks_dir()), metadata=metadata)
+
+    def load_tasks(self, manager) -> list:
+        """The tasks as lm-eval Task objects, with `repeats` overridden when set (greedy: one sample)."""
+        s = self.settings
+        tasks = list(manager.load(list(s.tasks))["tasks"].values())
+        repeats = 1 if s.greedy else s.repeats
+        if repeats is not None:
+            for task in tasks:
+                task.config.repeats = repeats
+        return tasks
+
+    def generation_kwargs(self) -> dict:
+        """Overrides merged into each task's generation_kwargs; max_gen_toks is always explicit.
+
+        lm-eval's chat-completions client sends the same `seed` with every request, so a server that
+        honours it (llama.cpp, vLLM) returns one sample `repeats` times; a null seed lets them differ.
+        """
+        s = self.settings
+        if s.greedy:
+            return {"max_gen_toks": s.max_gen_toks, "do_sample": False, "temperature": 0.0}
+        unseeded = {"seed": None} if s.backend == "local-chat-completions" else {}
+        return {"max_gen_toks": s.max_gen_toks, **unseeded}
+
+    def model_args(self, model: str) -> dict:
+        """lm-eval's model arguments for the backend; the maximum length is always explicit."""
+        s = self.settings
+        if s.backend == "vllm":
+            return {"pretrained": model, "dtype": "auto", "max_model_len": s.max_length, "seed": s.seed}
+        if s.backend == "local-chat-completions":
+            if not s.base_url:
+                raise ValueError("backend local-chat-completions needs base_url (the server's chat completions URL)")
+            return {"model": s.served_model or model, "base_url": s.base_url, "max_length": s.max_length,
+                    "num_concurrent": s.batch_size, "tokenizer_backend": None, "tokenized_requests": False,
+                    "seed": s.seed}
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return {"pretrained": model, "dtype": "bfloat16" if device == "cuda" else "float32", "device": device,
+                "max_length": s.max_length}
 
     def evaluate(self, model: str, ctx) -> list[dict]:
         import lm_eval
@@ -78,17 +133,18 @@ class LMEvalBenchmark(Benchmark):
         s = self.settings
         torch.set_num_threads(ctx.threads)
         tracker = EvaluationTracker(output_path=str(ctx.out / "lm_eval"))
-        with offline_env(ctx.workdir / "hf-datasets"), ctx.progress.task(
+        manager = self.task_manager()
+        with offline_env(ctx.workdir / "hf-datasets", offline=not s.download), ctx.progress.task(
             f"lm-eval {', '.join(s.tasks)} on {Path(model).name}", total=None
         ):
             out = lm_eval.simple_evaluate(
-                model="hf",
-                model_args={"pretrained": model, "dtype": "float32", "device": "cpu", "max_length": s.max_length},
-                tasks=list(s.tasks),
-                task_manager=self.task_manager(),
-                batch_size=s.batch_size,
+                model=s.backend,
+                model_args=self.model_args(model),
+                tasks=self.load_tasks(manager),
+                task_manager=manager,
+                batch_size="auto" if s.backend == "vllm" else s.batch_size,
                 limit=s.limit,
-                gen_kwargs={"max_gen_toks": s.max_gen_toks},
+                gen_kwargs=self.generation_kwargs(),
                 apply_chat_template=True,
                 log_samples=True,
                 evaluation_tracker=tracker,
@@ -139,7 +195,7 @@ class LMEvalBenchmark(Benchmark):
         rows = []
         for task, items in samples.items():
             for item in items:
-                response = item["resps"][0][0] if item["resps"] and item["resps"][0] else ""
+                responses = item["resps"][0] if item["resps"] and item["resps"][0] else [""]
                 doc = item["doc"]
                 rows.append({
                     "task": task,
@@ -149,7 +205,9 @@ class LMEvalBenchmark(Benchmark):
                     "exact_match": _number(item.get("exact_match")),
                     "score": _number(item.get("score")),
                     "no_answer": _number(item.get("no_answer")),
-                    "response_tokens": len(tokenizer(response, add_special_tokens=False).input_ids),
+                    # mean over the repeats (a preset samples each question several times)
+                    "response_tokens": round(sum(len(ids) for ids in tokenizer(
+                        responses, add_special_tokens=False).input_ids) / len(responses)),
                 })
         return pa.Table.from_pylist(rows, schema=SAMPLES)
 
