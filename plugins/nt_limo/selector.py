@@ -63,6 +63,12 @@ class LimoSelector(Selector):
         min_pass_rate: float = 0.0  # exclusive: at least one correct chain is needed to train on
         max_pass_rate: float = 0.75  # inclusive: questions solved more often are "too easy"
         fill: bool = True  # equal-budget comparisons: top up with the best remaining chains (recorded)
+        # With solver annotators (nt_limo.solvers) the two-stage filter of §3.1 replaces the pass-rate one:
+        # drop what solver 1 solves (more than solver1_max_passes times in its attempts), keep what solver 2
+        # solves solver2_min_passes..solver2_max_passes times (LIMO: 1-3 out of 32).
+        solver1_max_passes: int = 0
+        solver2_min_passes: int = 1
+        solver2_max_passes: int = 3
 
     def select(self, pool, budget, seed, ctx):
         d = Decisions(pool)
@@ -73,8 +79,12 @@ class LimoSelector(Selector):
         pass_rate = (np.bincount(inverse, weights=correct) / np.bincount(inverse))[inverse]
         d.drop(~complete, "dropped: incomplete")
         d.drop(~correct, "dropped: wrong answer")
-        too_easy = pass_rate > self.settings.max_pass_rate
-        d.drop(too_easy, "dropped: too easy")
+        if {"solver1_passes", "solver2_passes"} & set(pool.column_names):
+            too_easy, too_hard = self.solver_filter(pool, d)
+        else:
+            too_easy = pass_rate > self.settings.max_pass_rate
+            too_hard = ~(pass_rate > self.settings.min_pass_rate)
+            d.drop(too_easy, "dropped: too easy")
         score = np.full(len(qids), -np.inf)
         rows = np.flatnonzero(complete)
         texts = pc.binary_join_element_wise(pool.column("thinking"), pool.column("answer"), "\n").take(rows)
@@ -82,15 +92,34 @@ class LimoSelector(Selector):
         cand = complete & correct
         best = best_per_question(qids, np.flatnonzero(cand), score)
         d.drop(cand & ~np.isin(np.arange(len(qids)), best), "dropped: not the best chain of its question")
-        hard = best[(pass_rate[best] > self.settings.min_pass_rate) & ~too_easy[best]]
+        hard = best[~too_hard[best] & ~too_easy[best]]
         d.keep(hard, "kept: hard and solvable, top chain score", budget)
         if self.settings.fill and d.n_kept < budget:
             # equal budgets: best chains of easy questions, then (pools with too few verified chains)
             # the best complete but unverified chain of the questions left; each recorded as such
-            filled = d.keep(best, "kept: fill (best chain of an easy question)", budget)
+            solvers = {"solver1_passes", "solver2_passes"} & set(pool.column_names)
+            filtered = "a filtered-out" if solvers else "an easy"
+            filled = d.keep(best, f"kept: fill (best chain of {filtered} question)", budget)
             done = np.isin(qids, qids[d.kept])
             rest = best_per_question(qids, np.flatnonzero(complete & ~done), score)
             filled += d.keep(rest, "kept: fill (best unverified chain)", budget)
             ctx.stats["filled"] = filled
         ctx.stats["questions"] = len(uniq)
         return d.table()
+
+    def solver_filter(self, pool, d: Decisions) -> tuple[np.ndarray, np.ndarray]:
+        """LIMO §3.1's two stages on the solver columns; a null (ungraded) count filters nothing."""
+        s = self.settings
+        too_easy = np.zeros(pool.num_rows, dtype=bool)
+        too_hard = np.zeros(pool.num_rows, dtype=bool)
+        if "solver1_passes" in pool.column_names:
+            too_easy |= column(pool, "solver1_passes") > s.solver1_max_passes
+            d.drop(too_easy, "dropped: too easy (solver 1 solves it)")
+        if "solver2_passes" in pool.column_names:
+            passes = column(pool, "solver2_passes")
+            over, under = passes > s.solver2_max_passes, passes < s.solver2_min_passes
+            d.drop(over & ~too_easy, "dropped: too easy (solver 2 solves it too often)")
+            d.drop(under & ~too_easy, "dropped: too hard (solver 2 solves it too rarely)")
+            too_easy |= over
+            too_hard |= under
+        return too_easy, too_hard

@@ -1,0 +1,373 @@
+"""Baselines LIMO, OpenThoughts and s1K: each selector's rule on hand-built pools, the importers of their
+released sets on small hand-written files, the pass-through teacher, and the recipes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import nt_openthoughts
+import nt_released
+import nt_s1k
+from nt_harness.components import Context
+from nt_harness.plugins import Plugins
+from nt_harness.records import SELECTION, TRACES, conform
+from nt_harness.recipes import SpecError
+from nt_limo.released import LimoReleasedSource
+from nt_limo.selector import LimoSelector
+from nt_openthoughts.decontaminate import Contamination, benchmark_questions
+from nt_openthoughts.released import OpenThoughtsReleasedSource
+from nt_openthoughts.selector import OpenThoughtsSelector
+from nt_released import AsIsSelector, ReleasedTeacher
+from nt_released.importer import MalformedRow
+from nt_s1k.released import S1KReleasedSource
+from nt_s1k.selector import S1KSelector, diverse_sample
+
+DATA = Path(__file__).parent / "data" / "released"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def plugins() -> Plugins:
+    """The installed plugins, plus these three where the installed entry points predate them."""
+    pm = Plugins()
+    for module in (nt_released, nt_s1k, nt_openthoughts):
+        if not pm.pm.is_registered(module):
+            pm.add(module)
+    return pm
+
+
+def pool(n_questions=10, n=2, **columns):
+    rows = n_questions * n
+    base = {
+        "trace_id": [f"q{i // n}/{i % n}" for i in range(rows)],
+        "question_id": [f"q{i // n}" for i in range(rows)],
+        "question": [f"question number {i // n}" for i in range(rows)],
+        "source": ["s"] * rows,
+        "topic": ["t"] * rows,
+        "thinking": ["let me think"] * rows,
+        "answer": ["<answer>1</answer>"] * rows,
+        "complete": [True] * rows,
+        "finish_reason": ["stop"] * rows,
+        "completion_tokens": list(range(rows)),
+    }
+    base.update(columns)
+    return pa.table(base)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path)
+
+
+def kept(sel):
+    return [t for t, k in zip(sel.column("trace_id").to_pylist(), sel.column("kept").to_pylist()) if k]
+
+
+def in_rank_order(sel):
+    rows = [(r, t) for t, r, k in zip(*(sel.column(c).to_pylist() for c in ("trace_id", "rank", "kept"))) if k]
+    return [t for _, t in sorted(rows)]
+
+
+def reasons(sel):
+    return dict(zip(sel.column("trace_id").to_pylist(), sel.column("reason").to_pylist()))
+
+
+# LIMO -----------------------------------------------------------------------------------------------
+
+def test_limo_two_stage_solver_filter(ctx):
+    # q0: solver 1 solves it; q1: solver 2 solves it 4 times (too easy); q2: never (too hard); q3, q4: 1-3 times
+    p = pool(5, 1, correct=[1.0] * 5, solver1_passes=[1, 0, 0, 0, 0], solver2_passes=[2, 4, 0, 1, 3])
+    sel = LimoSelector(fill=False).select(p, 10, seed=0, ctx=ctx)
+    assert sorted(kept(sel)) == ["q3/0", "q4/0"]
+    r = reasons(sel)
+    assert r["q0/0"] == "dropped: too easy (solver 1 solves it)"  # not overwritten by stage 2
+    assert r["q1/0"] == "dropped: too easy (solver 2 solves it too often)"
+    assert r["q2/0"] == "dropped: too hard (solver 2 solves it too rarely)"
+    # equal budgets: the fill says it took a filtered-out question
+    filled = LimoSelector().select(p, 3, seed=0, ctx=ctx)
+    assert len(kept(filled)) == 3
+    assert "kept: fill (best chain of a filtered-out question)" in reasons(filled).values()
+
+
+def test_limo_without_solver_columns_keeps_the_pass_rate_rule(ctx):
+    p = pool(4, 4, correct=[1.0] * 4 + [1.0, 0, 0, 0] * 3)  # q0 solved 4/4: too easy
+    sel = LimoSelector(fill=False).select(p, 10, seed=0, ctx=ctx)
+    assert {t.split("/")[0] for t in kept(sel)} == {"q1", "q2", "q3"}
+    assert reasons(sel)["q0/0"] == "dropped: too easy"  # its best chain (the others: not the best)
+
+
+# OpenThoughts ---------------------------------------------------------------------------------------
+
+def task_folder(tmp_path, questions):
+    folder = tmp_path / "tasks" / "bench"
+    folder.mkdir(parents=True)
+    (folder / "bench.jsonl").write_text("".join(json.dumps({"problem": q, "answer": "0"}) + "\n" for q in questions))
+    (folder / "bench.yaml").write_text(
+        "task: bench\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: bench.jsonl\n"
+        "custom_dataset: !function utils.load\ndoc_to_text: \"Problem: {{problem}}\"\n")
+    return tmp_path / "tasks"
+
+
+LEAK = "a train leaves the station at noon travelling at sixty miles per hour towards a city two hundred miles away"
+
+
+def test_decontamination_drops_shared_13_grams_but_not_template_text(tmp_path):
+    template = "solve the following puzzle carefully and give your final answer inside the answer tags please now"
+    bench = [LEAK + " when does it arrive", *(f"{template} instance {i}" for i in range(4))]
+    folder = task_folder(tmp_path, bench)
+    questions = benchmark_questions(["bench"], folder)["bench"]
+    assert questions[0].startswith("Problem: a train")  # rendered through the task's doc_to_text
+    index = Contamination(questions, n=13, boilerplate_docs=3)
+    assert index.leaks("Rephrased: " + LEAK + " and how long does it take?")
+    assert not index.leaks(f"{template} instance 99")  # the template is in 4 benchmark questions
+    assert not index.leaks("a train leaves the station at noon")  # shorter than a 13-gram of the leak
+    with pytest.raises(SpecError, match="no lm-eval task 'nope'"):
+        benchmark_questions(["nope"], folder)
+
+
+def test_decontamination_reads_the_project_gym_task():
+    from nt_lmeval import tasks_dir
+
+    questions = benchmark_questions(["gym_heldout"], tasks_dir())["gym_heldout"]
+    rows = [json.loads(line) for line in (REPO / "tasks/gym_heldout/gym_heldout.jsonl").open()]
+    assert questions == [r["question"] for r in rows]
+
+
+def test_openthoughts_dedup_decontaminate_mix_and_rank_by_length(tmp_path, ctx):
+    folder = task_folder(tmp_path, [LEAK])
+    questions = [
+        "q0 short", "q1 long", LEAK + " when?", "q1 long",  # q3 duplicates q1's text from another source
+        "q4 medium", "q5 from a weak source", "q6 from a third source",
+    ]
+    sources = ["a", "a", "a", "b", "b", "c", "d"]
+    lengths = [10, 500, 900, 500, 200, 50, 5]
+    p = pool(7, 2, question=[q for q in questions for _ in range(2)], source=[s for s in sources for _ in range(2)],
+             thinking_tokens=[x for x in lengths for _ in range(2)], answer_tokens=[0] * 14)
+    sel = OpenThoughtsSelector(decontaminate=["bench"], tasks_path=str(folder), fill=False).select(p, 6, 0, ctx)
+    r = reasons(sel)
+    assert r["q3/0"] == "dropped: duplicate question"
+    assert r["q2/0"].startswith("dropped: contaminated")
+    # sources ranked by mean length of their clean questions: a (255), b (200) beat c (50), d (5)
+    assert r["q5/0"] == r["q6/1"] == "dropped: source not among its domain's top sources"
+    # longest questions first, every response of each (no answer filtering, wrong answers included)
+    assert in_rank_order(sel) == ["q1/0", "q1/1", "q4/0", "q4/1", "q0/0", "q0/1"]
+    assert ctx.stats["contaminated_questions"] == 1
+
+
+def test_openthoughts_ranks_by_difficulty_when_rated(ctx):
+    p = pool(3, 1, difficulty=[2.0, 9.0, 5.0], completion_tokens=[900, 1, 500])
+    sel = OpenThoughtsSelector(decontaminate=[]).select(p, 2, 0, ctx)
+    assert in_rank_order(sel) == ["q1/0", "q2/0"] and ctx.stats["rank_by"] == "difficulty"
+    by_length = OpenThoughtsSelector(decontaminate=[], rank_by="length").select(p, 2, 0, ctx)
+    assert in_rank_order(by_length) == ["q0/0", "q2/0"]
+
+
+# s1K ------------------------------------------------------------------------------------------------
+
+def test_s1k_quality_and_difficulty(ctx):
+    p = pool(6, 2,
+             complete=[True] * 10 + [False, True],
+             answer=["x"] * 8 + ["", "x", "x", "x"],
+             finish_reason=["stop"] * 6 + ["error: timeout", "stop"] + ["stop"] * 4,
+             system1_correct=[1.0, 1.0] + [0.0] * 10,
+             solver2_passes=[0, 0, 1, 1] + [0] * 8,
+             thinking_tokens=[10, 20] * 6)
+    sel = S1KSelector(fill=False).select(p, 10, 0, ctx)
+    r = reasons(sel)
+    assert r["q0/0"] == r["q1/1"] == "dropped: easy (a solver answers it)"
+    assert r["q3/0"] == "dropped: quality (API error)"
+    assert r["q4/0"] == "dropped: quality (empty answer)"
+    assert r["q5/0"] == "dropped: quality (incomplete)"
+    assert r["q2/0"] == "dropped: not the longest trace of its question"
+    assert sorted(kept(sel)) == ["q2/1", "q3/1", "q4/1", "q5/1"]
+    assert ctx.stats["solver_columns"] == ["system1_correct", "solver2_passes"]
+
+
+def test_s1k_diversity_is_uniform_over_domains_and_favours_long_traces():
+    # domain A has 20 questions, B has 2: uniform domain choice gives B half of the first picks
+    domains = np.array(["A"] * 20 + ["B"] * 2)
+    lengths = np.array(list(range(20)) + [1, 2], dtype=float)
+    rows = np.arange(22)
+    firsts_b, longest_first = 0, 0
+    for seed in range(400):
+        picks = diverse_sample(domains, lengths, rows, 2, np.random.default_rng(seed))
+        firsts_b += domains[picks[0]] == "B"
+        longest_first += picks[0] == 19
+    assert 150 < firsts_b < 250
+    assert 70 < longest_first < 130  # domain A (p 1/2) then rank 0 (p ~1/2): ~1/4 of 400
+    all_picks = diverse_sample(domains, lengths, rows, 100, np.random.default_rng(0))
+    assert sorted(all_picks) == list(range(22))  # runs out of questions, no repeats
+
+
+# importers ------------------------------------------------------------------------------------------
+
+def load(source_cls, path, ctx, **kw):
+    return source_cls(path=str(path), **kw).load(ctx)
+
+
+def test_openthoughts_114k_split(ctx):
+    t = load(OpenThoughtsReleasedSource, DATA / "openthoughts_114k.jsonl", ctx)
+    rows = t.to_pylist()
+    assert rows[0]["question"] == "What is 2 + 3?"
+    assert rows[0]["thinking"] == "I add 2 and 3. Let me check: 5."
+    assert rows[0]["answer"] == "The sum is \\boxed{5}."
+    assert rows[1]["answer"] == "Yes, 7 is prime." and "<|" not in rows[1]["thinking"]
+    meta = load(OpenThoughtsReleasedSource, DATA / "openthoughts_114k_metadata.jsonl", ctx).to_pylist()[0]
+    assert (meta["question"], meta["thinking"], meta["answer"]) == (
+        "Compute 6 * 7.", "Six sevens are forty-two.", "\\boxed{42}")
+    assert meta["reference"] == "6 * 7 = \\boxed{42}" and meta["topic"] == "math" and meta["source"] == "numina_math"
+
+
+def test_openthoughts3_and_2_split_and_keep_difficulty(ctx):
+    t = load(OpenThoughtsReleasedSource, DATA / "openthoughts3.jsonl", ctx)
+    rows = t.to_pylist()
+    assert rows[0]["thinking"] == "Slicing with [::-1] reverses it."
+    assert rows[0]["answer"].startswith("```python") and rows[0]["topic"] == "code"
+    assert rows[0]["source"] == "nvidia/OpenCodeReasoning" and rows[0]["teacher"] == "QwQ-32B"
+    assert t.column("difficulty").to_pylist() == [8.0, 3.0, 5.0]
+    assert rows[1]["question_id"] == rows[2]["question_id"]  # two answers to one question
+    ot2 = load(OpenThoughtsReleasedSource, DATA / "openthoughts2.jsonl", ctx).to_pylist()[0]
+    assert (ot2["thinking"], ot2["answer"]) == ("3 times 3 is 9.", "\\boxed{9}")
+
+
+def test_limo_split(ctx):
+    rows = load(LimoReleasedSource, DATA / "limo.jsonl", ctx).to_pylist()
+    assert rows[0]["thinking"].endswith("2*5 = 10.") and rows[0]["answer"].startswith("**Final Answer**")
+    assert rows[1]["thinking"] == "Adding one and one gives two."
+    assert rows[1]["answer"] == "Therefore the answer is $\\boxed{2}$."
+    assert rows[2]["thinking"] == "A hexagon has six sides, by definition." and rows[2]["answer"] == "\\boxed{6}"
+    assert [r["reference"] for r in rows] == ["5", "2", "6"]
+
+
+def test_s1k_and_s1k_11_split(ctx):
+    s1k = load(S1KReleasedSource, DATA / "s1k.jsonl", ctx).to_pylist()[0]
+    assert (s1k["thinking"], s1k["answer"]) == ("Two plus two. That is 4.", "The answer is $\\boxed{4}$.")
+    assert s1k["topic"] == "math" and s1k["source"] == "qq8933/AIME_1983_2024"
+    v11 = load(S1KReleasedSource, DATA / "s1k_1.1.jsonl", ctx).to_pylist()[0]
+    assert v11["thinking"].startswith("Okay, 3 * 3") and v11["answer"] == "**Answer:** \\boxed{9}"
+    assert v11["teacher"] == "DeepSeek-R1"
+    gemini = load(S1KReleasedSource, DATA / "s1k_1.1.jsonl", ctx, trajectory="gemini").to_pylist()[0]
+    assert (gemini["thinking"], gemini["answer"]) == ("Three threes.", "\\boxed{9}")
+
+
+def test_parquet_files_read_like_jsonl(tmp_path, ctx):
+    rows = [json.loads(line) for line in (DATA / "openthoughts3.jsonl").open()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ot3.parquet")
+    a = load(OpenThoughtsReleasedSource, tmp_path / "ot3.parquet", ctx)
+    b = load(OpenThoughtsReleasedSource, DATA / "openthoughts3.jsonl", ctx)
+    assert a.select(["question", "thinking", "answer"]).equals(b.select(["question", "thinking", "answer"]))
+
+
+@pytest.mark.parametrize("cls,name,message", [
+    (LimoReleasedSource, "limo_malformed.jsonl", "row 2: `answer` must be a non-empty string"),
+    (OpenThoughtsReleasedSource, "openthoughts_malformed.jsonl", "row 2: response has <|begin_of_thought|> but no"),
+    (S1KReleasedSource, "s1k_malformed.jsonl", "row 2: not valid JSON"),
+])
+def test_malformed_row_names_file_and_row(ctx, cls, name, message):
+    with pytest.raises(MalformedRow) as e:
+        load(cls, DATA / name, ctx)
+    assert str(DATA / name) in str(e.value) and message in str(e.value)
+
+
+def test_released_teacher_passes_traces_through_and_as_is_selects_them(ctx):
+    questions = load(OpenThoughtsReleasedSource, DATA / "openthoughts3.jsonl", ctx)
+    traces = conform(ReleasedTeacher().generate(questions, ctx), TRACES, "released")
+    qid = traces.column("question_id").to_pylist()
+    assert traces.column("trace_id").to_pylist() == [f"{qid[0]}/0", f"{qid[1]}/0", f"{qid[1]}/1"]
+    assert traces.column("thinking").to_pylist() == questions.column("thinking").to_pylist()
+    assert traces.column("difficulty").to_pylist() == [8.0, 3.0, 5.0]  # extra columns reach the selectors
+    sel = AsIsSelector().select(traces, 2, 0, ctx)
+    assert sel.schema.equals(SELECTION) and len(kept(sel)) == 2
+    assert len(kept(AsIsSelector().select(traces, 10, 0, ctx))) == 3
+    with pytest.raises(SpecError, match="needs a source whose rows carry traces"):
+        ReleasedTeacher().generate(questions.drop(["thinking"]), ctx)
+
+
+def test_verifier_of_released_sets_uses_the_reference(ctx):
+    src = LimoReleasedSource(path=str(DATA / "limo.jsonl"))
+    t = src.load(ctx)
+    assert src.score(t, t.column("answer").to_pylist()) == [1.0, 1.0, 1.0]
+    assert src.score(t, ["\\boxed{7}", "", "six"])[0] == 0.0
+
+
+# recipes --------------------------------------------------------------------------------------------
+
+def test_recipes_registered_with_presets_and_native_budgets():
+    pm = plugins()
+    assert not pm.errors
+    for name in ("limo", "limo:solvers", "limo:paper", "limo:released", "openthoughts", "openthoughts:ot3",
+                 "openthoughts:114k", "openthoughts:released", "s1k", "s1k:solvers", "s1k:paper", "s1k:released"):
+        assert name in pm.recipes, name
+    assert pm.recipes["limo:paper"].spec["trainer"]["lr"] == 5e-6
+    assert pm.recipes["s1k:paper"].spec["trainer"]["adam_beta2"] == 0.95
+    assert pm.recipes["openthoughts:ot3"].spec["trainer"]["packing"] is True
+    assert pm.recipes["s1k"].native_budget == 1000 and pm.recipes["limo:released"].native_budget == 817
+    for kind, name in [("teacher", "released"), ("selector", "as-is"), ("annotator", "solver1"),
+                       ("source", "s1k-released"), ("source", "openthoughts-released"), ("source", "limo-released")]:
+        assert name in pm.components[kind]
+
+
+def test_paper_presets_are_valid_trainer_settings():
+    from nt_sft.trainer import SFTTrainer
+
+    pm = plugins()
+    for name in ("limo:paper", "s1k:paper", "openthoughts:ot3", "openthoughts:114k"):
+        conf = {k: v for k, v in pm.recipes[name].spec["trainer"].items() if k != "name"}
+        SFTTrainer(**conf)  # pydantic refuses an unknown or invalid key
+
+
+def test_cli_lists_recipes_and_released_recipe_runs_to_selection(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from nt_harness import cli
+
+    monkeypatch.setattr(cli, "plugins", plugins)
+    out = CliRunner().invoke(cli.cli, ["recipes"], terminal_width=250)
+    assert out.exit_code == 0, out.output
+    for name in ("limo:released", "s1k:paper", "openthoughts:114k", "s1k:solvers"):
+        assert name in out.output
+    # the released recipe through the real pipeline, up to the selection (no model work)
+    out = CliRunner().invoke(cli.cli, [
+        "select", "s1k:released", "--workdir", str(tmp_path / "w"), "--quiet",
+        "--set", f"source.path={DATA / 's1k_1.1.jsonl'}"])
+    assert out.exit_code == 0, out.output
+    missing = CliRunner().invoke(cli.cli, ["select", "limo:released", "--workdir", str(tmp_path / "w"), "--quiet"])
+    assert missing.exit_code == 2 and "source.path" in missing.output
+
+
+# solver annotators ----------------------------------------------------------------------------------
+
+def test_solver_annotator_counts_verified_attempts_per_question(tmp_path, tiny_llama, resolve):
+    from nt_gym import GymSource
+    from nt_harness.progress import Progress
+    from nt_limo.solvers import Solver1Annotator
+
+    source = GymSource(families=["chain_sum"], per_family=2)
+    ctx = Context(out=tmp_path, scratch=tmp_path / "scratch", workdir=tmp_path, threads=1,
+                  progress=Progress(disable=True), resolve_model=resolve, source=source)
+    (tmp_path / "scratch").mkdir()
+    questions = source.load(ctx)
+    traces = questions.take([0, 0, 1, 1])  # two traces per question
+    traces = traces.append_column("trace_id", pa.array([f"{q}/{i % 2}" for i, q in
+                                                        enumerate(traces.column("question_id").to_pylist())]))
+    cols = Solver1Annotator(model="tiny-llama", attempts=3, max_new_tokens=4, batch_size=6).annotate(traces, ctx)
+    assert cols.column_names == ["trace_id", "solver1_passes", "solver1_attempts"]
+    passes = cols.column("solver1_passes").to_pylist()
+    assert all(p is not None and 0 <= p <= 3 for p in passes)  # gym has a verifier: every question graded
+    assert passes[0] == passes[1] and passes[2] == passes[3]  # one count per question
+    assert cols.column("solver1_attempts").to_pylist() == [3] * 4
+    assert ctx.stats["questions"] == 2
+
+
+def test_decontamination_share_threshold_tells_copies_from_recombined_templates(tmp_path):
+    bench = ["Alice has 3 brothers and 2 sisters. How many sisters does Alice's brother have? Answer inside tags.",
+             "Bob has 5 brothers and 1 sisters. How many sisters does Bob's brother have? Answer inside tags."]
+    # shares Alice's opening words but is another question: one 13-gram in common, most not
+    near = bench[0] + " Also, how many cousins does she have if each sister has two children?"
+    copy = bench[1]
+    loose, strict = Contamination(bench, 13, 3), Contamination(bench, 13, 3, min_shared_fraction=0.8)
+    assert loose.leaks(near) and loose.leaks(copy)
+    assert not strict.leaks(near) and strict.leaks(copy)
