@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from nt_harness.components import Component, Context
 from nt_harness.models import ModelResolver
-from nt_harness.plugins import PluginError, Plugins
+from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
 from nt_harness.records import EXAMPLES, QUESTIONS, SELECTION, TRACES, conform
 from nt_harness.recipes import SpecError

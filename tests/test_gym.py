@@ -1,6 +1,5 @@
 """The gym source: determinism, coverage, its verifier, and disjointness from the held-out benchmark."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from nt_gym import GymSource
-from nt_gym.answers import extract_answer
 from nt_gym.build_tasks import DATA_FILE, TASK_DIR, heldout_rows
 from nt_gym.families import DEFAULT_FAMILIES, DIFFICULTIES, LEVELS, NOT_REPRODUCIBLE, category, draw
 from nt_gym.heldout import MAX_SOURCE_SEED, RESERVED_SEED_START, heldout_ids, training_seeds

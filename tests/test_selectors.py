@@ -1,6 +1,5 @@
 """Selectors on hand-built pools: each rule, its reasons, determinism by seed."""
 
-import numpy as np
 import pyarrow as pa
 import pytest
 

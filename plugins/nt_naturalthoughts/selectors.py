@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 from pydantic import Field, ValidationError, model_validator
 
 from nt_harness.components import Selector, Settings
-from nt_harness.records import SELECTION
 from nt_harness.recipes import SpecError
 from nt_harness.selection import Decisions, column
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
+from nt_harness import datafiles
 from nt_harness.components import Settings, Source
 from nt_harness.records import QUESTIONS, question_id
 
@@ -47,22 +46,6 @@ def math_equivalent(reference: str | None, answer: str | None) -> float | None:
     tags = ANSWER_TAG.findall(answer or "")
     predicted = parse_math((tags[-1] if tags else answer or "").strip())
     return float(bool(predicted) and verify(gold, predicted))
-
-
-def read_rows(path: Path):
-    """(row number, row) from a JSONL or Parquet file; row numbers count from 1 (JSONL: the line)."""
-    if path.suffix == ".parquet":
-        for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield i, row
-        return
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: row {i}: not valid JSON ({e.msg})") from None
 
 
 def check_row(row, where: str) -> tuple[str, str, list[dict]]:
@@ -106,16 +89,7 @@ class NaturalReasoningSource(Source):
         return [math_equivalent(ref, ans) for ref, ans in zip(references, answers)]
 
     def rows(self):
-        path = Path(self.settings.path).expanduser()
-        if path.exists():
-            yield from ((f"{path}: row {i}", row) for i, row in read_rows(path))
-            return
-        if path.suffix in (".jsonl", ".json", ".parquet"):
-            raise FileNotFoundError(f"natural_reasoning: no such file {path}")
-        from datasets import load_dataset
-
-        for i, row in enumerate(load_dataset(self.settings.path, split=self.settings.split), 1):
-            yield f"{self.settings.path}[{self.settings.split}]: row {i}", row
+        return datafiles.rows(self.settings.path, self.name, self.settings.split)
 
     def load(self, ctx) -> pa.Table:
         wanted = _model_key(self.settings.system1_model)

@@ -9,40 +9,17 @@ released set runs through the same annotators, selectors, trainer and benchmarks
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from nt_harness.components import Settings, Source
 from nt_harness.records import QUESTIONS, question_id
+from nt_harness import datafiles
+from nt_harness.datafiles import MalformedRow
 from nt_harness.recipes import SpecError
 
 TRACE_COLUMNS = pa.schema([("thinking", pa.string()), ("answer", pa.string()), ("teacher", pa.string())])
-
-
-class MalformedRow(SpecError):
-    """A row of a released file does not fit its schema; the message names the file and row."""
-
-
-def read_rows(path: Path):
-    """(row number, row) from a .jsonl/.json (JSON lines) or .parquet file; rows count from 1."""
-    if path.suffix == ".parquet":  # batch by batch: OpenThoughts3's files are gigabytes
-        i = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                i += 1
-                yield i, row
-        return
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MalformedRow(f"{path}: row {i}: not valid JSON ({e.msg})") from None
 
 
 def text_field(row: dict, key: str, where: str, required: bool = True) -> str:
@@ -88,18 +65,7 @@ class ReleasedSource(Source):
         raise NotImplementedError
 
     def rows(self):
-        path = Path(self.settings.path).expanduser()
-        if path.exists():
-            yield from ((f"{path}: row {i}", row) for i, row in read_rows(path))
-            return
-        hub_id = "/" in self.settings.path.strip("/") and not path.is_absolute()  # e.g. GAIR/LIMO
-        if path.suffix in (".jsonl", ".json", ".parquet") or not hub_id:
-            raise SpecError(f"source {self.name}: no such file {path} (give source.path=FILE.jsonl|.parquet)")
-        from datasets import load_dataset
-
-        data = load_dataset(self.settings.path, self.settings.config, split=self.settings.split)
-        for i, row in enumerate(data, 1):
-            yield f"{self.settings.path}[{self.settings.split}]: row {i}", row
+        return datafiles.rows(self.settings.path, self.name, self.settings.split, self.settings.config)
 
     def load(self, ctx) -> pa.Table:
         out, extras = [], {}
