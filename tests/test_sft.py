@@ -18,10 +18,13 @@ from nt_sft.trainer import (
     backward_window,
     encode_example,
     make_accelerator,
+    pack_batch,
+    pack_examples,
     pad_batch,
     stop_token_ids,
     token_loss_sum,
 )
+from nt_sft.steps import model_inputs
 
 
 @pytest.fixture(scope="session")
@@ -390,3 +393,110 @@ def test_loss_is_normalised_across_processes(tiny, tokenizer, tmp_path):
     assert ddp["processes"] == 2 and ddp["tokens"] == int(tokens)
     assert ddp["loss"] == pytest.approx(loss.item(), rel=1e-5)
     assert torch.allclose(ddp["grad"], reference, rtol=1e-4, atol=1e-7), (ddp["grad"] - reference).abs().max()
+
+
+# --- packing -------------------------------------------------------------------------------------
+
+
+def encoded_examples(tokenizer, tiny, n: int = 8) -> list[dict]:
+    stops = stop_token_ids(tokenizer, tiny)
+    out = []
+    for row in make_examples(n).to_pylist():
+        response = row["answer"] if row["mode"] == "system1" else f"<think>\n{row['thinking']}\n</think>\n{row['answer']}"
+        out.append(encode_example(tokenizer, row["question"], response, None, stops))
+    return out
+
+
+def test_best_fit_decreasing_packs_every_example_once_within_capacity():
+    lengths = [70, 20, 50, 30, 100, 10, 60, 40, 30, 90]
+    packs = pack_examples(lengths, 100)
+    assert sorted(i for p in packs for i in p) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in p) <= 100 for p in packs)
+    assert len(packs) == 5  # 500 tokens in packs of 100: the fewest possible here
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_examples([101], 100)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_logits_equal_unpacked_logits(tiny, tokenizer, attn):
+    """Each example's logits are the same alone and packed with others: no attention across examples."""
+    from transformers import AutoModelForCausalLM
+    from transformers.masking_utils import find_packed_sequence_indices
+
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32, attn_implementation=attn).eval()
+    examples = encoded_examples(tokenizer, tiny)[:5]
+    # two packed rows of different lengths: the shorter one is padded with a sequence of its own
+    batch = pack_batch([examples[:3], examples[3:]], tokenizer.pad_token_id)
+    assert find_packed_sequence_indices(batch["position_ids"]) is not None  # transformers sees the packing
+    with torch.no_grad():
+        packed = model(**model_inputs(batch)).logits
+        alone = [model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in examples]
+        # the controls: the same row without restarting positions, or with the KV cache on, lets later
+        # examples see earlier ones
+        row = batch["input_ids"][:1]
+        leaky = model(input_ids=row, position_ids=torch.arange(row.size(1))[None]).logits
+        cached = model(input_ids=row, position_ids=batch["position_ids"][:1], use_cache=True).logits
+
+    offsets = [0, *torch.tensor([len(e["input_ids"]) for e in examples[:3]]).cumsum(0).tolist()]
+    for i, e in enumerate(examples):
+        r, start = (0, offsets[i]) if i < 3 else (1, 0 if i == 3 else len(examples[3]["input_ids"]))
+        n = len(e["input_ids"])
+        assert torch.allclose(packed[r, start : start + n], alone[i], atol=1e-5), (i, attn)
+    second = slice(offsets[1], offsets[2])
+    assert not torch.allclose(leaky[0, second], alone[1], atol=1e-3)
+    assert not torch.allclose(cached[0, second], alone[1], atol=1e-3)
+
+
+def test_packed_and_padded_batches_give_the_same_gradient(tiny, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    accelerator = make_accelerator("no")
+    model = accelerator.prepare(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32))
+    examples = encoded_examples(tokenizer, tiny)
+    lengths = [len(e["input_ids"]) for e in examples]
+    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
+    assert len(packs) < len(examples)
+
+    def gradient(batches) -> tuple[torch.Tensor, float, int]:
+        model.zero_grad(set_to_none=True)
+        loss, tokens = backward_window(accelerator, model, batches)
+        return torch.cat([p.grad.flatten() for p in model.parameters()]), loss, tokens
+
+    g_padded, loss_padded, tokens_padded = gradient([pad_batch(examples, tokenizer.pad_token_id)])
+    g_packed, loss_packed, tokens_packed = gradient([pack_batch(packs, tokenizer.pad_token_id)])
+    g_row, _, _ = gradient([pack_batch(packs, tokenizer.pad_token_id, one_row=True)])
+    assert tokens_packed == tokens_padded > 0
+    assert loss_packed == pytest.approx(loss_padded, rel=1e-5)
+    assert torch.allclose(g_packed, g_padded, rtol=1e-4, atol=1e-7), (g_packed - g_padded).abs().max()
+    assert torch.allclose(g_row, g_padded, rtol=1e-4, atol=1e-7)
+
+
+def test_packed_training_learns_and_reports_its_efficiency(tiny, tmp_path):
+    settings = dict(epochs=4, lr=3e-3, max_length=256, mixed_precision="no")
+    padded = SFTTrainer(batch_size=4, **settings).train(make_examples(8), tiny, context(tmp_path / "padded"))
+    packed = SFTTrainer(batch_size=1, packing=True, **settings).train(make_examples(8), tiny, context(tmp_path / "packed"))
+    assert packed["packs"] < packed["examples"] == padded["examples"] == 8
+    assert packed["train_tokens"] == padded["train_tokens"]  # the same targets, fewer sequences
+    assert packed["packing_efficiency"] > padded["packing_efficiency"]
+    assert 0 < padded["packing_efficiency"] < 1 and packed["packing_efficiency"] <= 1
+    assert packed["loss_curve"][-1] < packed["loss_curve"][0] - 1.0
+    with pytest.raises(ValueError, match="shorter than max_length"):
+        SFTTrainer(packing=True, pack_length=100, max_length=256).train(make_examples(8), tiny, context(tmp_path / "x"))
+
+
+# --- accelerate launch ---------------------------------------------------------------------------
+
+
+def test_accelerate_launch_with_two_processes_matches_one_process(tiny, tmp_path):
+    """The stage relaunched under `accelerate launch` (2 CPU processes, gloo, batch 2 each) trains like one
+    process with batch 4: the same examples per step, the loss normalised over both processes."""
+    settings = dict(epochs=2, lr=1e-3, mixed_precision="no", seed=3)
+    one = SFTTrainer(batch_size=4, **settings).train(make_examples(8), tiny, context(tmp_path / "one"))
+    two = SFTTrainer(batch_size=2, num_processes=2, **settings).train(make_examples(8), tiny, context(tmp_path / "two"))
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["steps"] == one["steps"] == 4
+    assert two["train_tokens"] == one["train_tokens"]
+    assert two["loss_curve"] == pytest.approx(one["loss_curve"], rel=1e-5)
+    wa, wb = weights(tmp_path / "one" / "out" / "model"), weights(tmp_path / "two" / "out" / "model")
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-5), name

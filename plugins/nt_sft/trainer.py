@@ -3,7 +3,12 @@
 One file, read top to bottom: render each example with the student's own chat template, train on the
 assistant turn only (end-of-turn token included, so the student learns to stop), normalise the loss by
 the target tokens of the whole gradient-accumulation window, checkpoint into ``ctx.scratch`` so a killed
-run resumes, and write a folder that lm-eval's ``hf`` backend and vLLM load.
+run resumes, and write a folder that lm-eval's ``hf`` backend and vLLM load. What one optimizer step does
+(batching, packing, the loss) lives in ``nt_sft.steps``, which a bare GPU box can import on its own.
+
+With ``packing`` several examples share one sequence, their position ids restarting at 0 and no attention
+between them; with ``num_processes`` > 1 the stage relaunches itself through ``accelerate launch``
+(``nt_sft.launch``), which is also how a multi-GPU or multi-node run is started by hand.
 
 The defaults follow NaturalThoughts (Li et al., 2025, §4 "Experimental setup"): AdamW with weight decay
 0.1 and a constant learning rate of 2e-5. Only complete responses are trained on, so an example longer
@@ -12,20 +17,36 @@ than ``max_length`` is dropped and counted, never truncated.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import json
 import math
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pyarrow as pa
 import torch
-import torch.nn.functional as F
 
 from nt_harness.components import Context, Settings, Trainer
+from nt_sft.steps import (  # noqa: F401  (re-exported: the tests and benchmarks use them from here)
+    IGNORE,
+    EpochShuffle,
+    backward_window,
+    build_optimizer,
+    build_schedule,
+    make_accelerator,
+    optimizer_step,
+    pack_batch,
+    pack_examples,
+    pad_batch,
+    token_loss_sum,
+)
 
-IGNORE = -100  # label of a token the loss skips (PyTorch's cross_entropy ignore_index default)
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class SFTTrainer(Trainer):
@@ -37,9 +58,11 @@ class SFTTrainer(Trainer):
         # NaturalThoughts §4: AdamW, weight decay 0.1, constant learning rate 2e-5.
         lr: float = 2e-5
         epochs: int = 2
-        batch_size: int = 4
+        batch_size: int = 4  # examples per micro-batch; with packing, packed sequences per micro-batch
         grad_accum: int = 1
         max_length: int = 1024  # longer examples are dropped (counted), never truncated
+        packing: bool = False  # several examples per sequence, no attention across them
+        pack_length: int | None = None  # tokens per packed sequence; None: max_length
         weight_decay: float = 0.1
         adam_beta2: float = 0.999
         max_grad_norm: float = 1.0  # 0 turns clipping off
@@ -53,16 +76,23 @@ class SFTTrainer(Trainer):
         lora_targets: str | list[str] = "all-linear"
         gradient_checkpointing: bool = False
         mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 autocast, fp32 weights
+        # auto: flash_attention_2 on a GPU that has the flash-attn package, else sdpa
+        attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "flash_attention_2",
+                                     "flash_attention_3"] = "auto"
+        num_processes: int = 1  # > 1: the stage runs itself under `accelerate launch` with this many processes
+        accelerate_config: str | None = None  # an accelerate config file for that launch (configs/accelerate/)
         seed: int = 0
         save_every_steps: int = 0  # 0: no intermediate checkpoints, the model is written at the end
         system_prompt: str | None = None
 
     def train(self, examples: pa.Table, student: str, ctx: Context) -> dict:
+        if self.settings.num_processes > 1:
+            return launch_processes(examples, student, ctx, self.settings)
         return train(examples, student, ctx, self.settings)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Data: chat rendering, assistant-only labels, padding.
+# Data: chat rendering, assistant-only labels, batches.
 
 
 def assistant_turn(thinking: str, answer: str, mode: str) -> str:
@@ -124,46 +154,49 @@ def encode_examples(tokenizer, examples: pa.Table, settings, stops: set[int]) ->
     return kept, dropped
 
 
-def pad_batch(features: list[dict], pad_id: int) -> dict:
-    """Right-pad to the longest example of the batch; padding is masked out of attention and loss."""
-    width = max(len(f["input_ids"]) for f in features)
-    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        input_ids[i, :n] = torch.tensor(f["input_ids"])
-        labels[i, :n] = torch.tensor(f["labels"])
-        attention_mask[i, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-class EpochShuffle(torch.utils.data.Sampler):
-    """A permutation seeded by (seed, epoch): the same order on every run, and again after a resume."""
-
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:  # Accelerate's data loader calls this
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self):
-        return self.size
+def build_loader(encoded: list[dict], settings, pad_id: int, one_row: bool):
+    """Padded batches of examples, or (``packing``) batches of packed sequences; returns (loader, packs)."""
+    if not settings.packing:
+        collate = lambda features: pad_batch(features, pad_id)  # noqa: E731
+        items, packs = encoded, None
+    else:
+        capacity = settings.pack_length or settings.max_length
+        if capacity < settings.max_length:
+            raise ValueError(f"pack_length {capacity} is shorter than max_length {settings.max_length}: "
+                             "a kept example might not fit any pack")
+        packs = pack_examples([len(f["input_ids"]) for f in encoded], capacity)
+        items = [[encoded[i] for i in pack] for pack in packs]
+        collate = lambda packed: pack_batch(packed, pad_id, one_row)  # noqa: E731
+    loader = torch.utils.data.DataLoader(items, batch_size=settings.batch_size,
+                                         sampler=EpochShuffle(len(items), settings.seed), collate_fn=collate)
+    return loader, packs
 
 
 # ---------------------------------------------------------------------------------------------------
-# Model, optimizer, schedule.
+# Model.
 
 
-def load_student(student: str, settings):
+def attention_backend(requested: str) -> str:
+    """flash-attention's variable-length kernel where it exists (GPU + flash-attn package), else sdpa.
+
+    sdpa and eager get a block-diagonal mask for packed rows; the flash kernels take the packed examples
+    as one row of variable-length sequences (cu_seqlens from the position ids).
+    """
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_student(student: str, settings, attn_implementation: str = "sdpa"):
     """fp32 master weights (pure bf16 weights lose AdamW updates at lr 2e-5); LoRA adapters on top if asked."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32, attn_implementation=attn_implementation)
     model.config.use_cache = False
     if settings.gradient_checkpointing:  # newer transformers renamed gradient_checkpointing_enable
         if hasattr(model, "activation_checkpointing_enable"):
@@ -186,68 +219,6 @@ def load_student(student: str, settings):
     return model
 
 
-def build_optimizer(model, settings, fused: bool) -> torch.optim.AdamW:
-    """AdamW; as in the HF Trainer, biases and norm weights (1-D tensors) get no weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, settings.adam_beta2), fused=fused)
-
-
-def build_schedule(optimizer, settings, total_steps: int):
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_scheduler
-
-    warmup = round(settings.warmup_ratio * total_steps)
-    if settings.schedule == "cosine_min":
-        return get_cosine_with_min_lr_schedule_with_warmup(
-            optimizer, warmup, total_steps, min_lr_rate=settings.min_lr_ratio
-        )
-    name = "constant_with_warmup" if settings.schedule == "constant" else settings.schedule
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-
-
-# ---------------------------------------------------------------------------------------------------
-# One optimizer step's worth of gradient.
-
-
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over target tokens (fp32: bf16 log-softmax is too coarse)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
-
-
-def count_targets(batch: dict) -> torch.Tensor:
-    """Tokens that carry a loss: the first label has no prediction before it."""
-    return (batch["labels"][:, 1:] != IGNORE).sum()
-
-
-def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int]:
-    """Accumulate the gradient of (sum of token losses) / (target tokens in the whole window, all processes).
-
-    Accelerate's recipe for variable-size samples (docs: usage_guides/gradient_accumulation.md, "Gradient
-    accumulation on training samples of variable size"): a mean of per-batch means would weigh a short
-    batch's tokens more than a long batch's. The Accelerator here is built with gradient_accumulation_steps=1
-    (this loop forms the window itself), so ``backward`` does not rescale; DDP averages gradients over
-    processes, hence the factor num_processes. Returns the window's mean token loss and its token count.
-    """
-    local_targets = sum(count_targets(b) for b in batches)
-    window_targets = accelerator.gather(local_targets.reshape(1).to(accelerator.device)).sum()
-    loss_sum = torch.zeros((), device=accelerator.device)
-    for i, batch in enumerate(batches):
-        last = i == len(batches) - 1
-        # no gradient all-reduce before the window's last micro-batch
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = token_loss_sum(logits, batch["labels"])
-            accelerator.backward(loss * accelerator.num_processes / window_targets.clamp(min=1))
-        loss_sum += loss.detach()
-    total = accelerator.reduce(loss_sum, reduction="sum")
-    return (total / window_targets.clamp(min=1)).item(), int(window_targets.item())
-
-
 class TrainProgress:
     """What the loop has done; saved with every checkpoint so a resumed run reports the whole run."""
 
@@ -265,21 +236,9 @@ class TrainProgress:
 # The loop.
 
 
-def make_accelerator(mixed_precision: str):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
-    if mixed_precision == "auto":  # bf16 autocast over fp32 master weights, on CPU and on GPUs that have it
-        mixed_precision = "bf16" if not torch.cuda.is_available() or torch.cuda.is_bf16_supported() else "no"
-    # Accelerate's state is a process-wide singleton; one process may train several recipes with
-    # different precisions (the process group, PartialState, is kept).
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
-
-
 def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
-    from accelerate.utils import set_seed
+    """Train in this process (and its peers, when started by ``accelerate launch``)."""
+    from accelerate.utils import DistributedType, set_seed
     from transformers import AutoConfig, AutoTokenizer
 
     from nt_harness.progress import Progress
@@ -287,6 +246,9 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     torch.set_num_threads(ctx.threads)
     set_seed(settings.seed)
     accelerator = make_accelerator(settings.mixed_precision)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and settings.grad_accum > 1:
+        # DeepSpeed steps its optimizer inside every backward; this loop's window would step it each micro-batch
+        raise ValueError("with DeepSpeed use grad_accum 1 (raise batch_size or processes instead)")
 
     tokenizer = AutoTokenizer.from_pretrained(student)
     if not tokenizer.chat_template:
@@ -295,22 +257,20 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     if not encoded:
         raise ValueError(f"all {examples.num_rows} examples are longer than max_length={settings.max_length}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    loader = torch.utils.data.DataLoader(
-        encoded,
-        batch_size=settings.batch_size,
-        sampler=EpochShuffle(len(encoded), settings.seed),
-        collate_fn=lambda features: pad_batch(features, pad_id),
-    )
+    attn = attention_backend(settings.attn_implementation)
+    loader, packs = build_loader(encoded, settings, pad_id, one_row=attn.startswith("flash"))
 
     save_dtype = AutoConfig.from_pretrained(student).dtype or torch.float32  # the student's own dtype
     save_dtype = getattr(torch, save_dtype) if isinstance(save_dtype, str) else save_dtype
-    model = load_student(student, settings)
-    loader = accelerator.prepare_data_loader(loader)
-    steps_per_epoch = math.ceil(len(loader) / settings.grad_accum)
+    model = load_student(student, settings, attn)
+    # each process takes every num_processes-th batch, the last ones topped up (Accelerate's even_batches)
+    steps_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes) / settings.grad_accum)
     total_steps = steps_per_epoch * settings.epochs
     optimizer = build_optimizer(model, settings, fused=accelerator.device.type == "cuda")
     schedule = build_schedule(optimizer, settings, total_steps)
-    model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    # all four in one call: DeepSpeed sizes its micro-batch from the loader, FSDP needs model and optimizer together
+    model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+    assert math.ceil(len(loader) / settings.grad_accum) == steps_per_epoch, (len(loader), steps_per_epoch)
     model.train()
 
     done = TrainProgress()
@@ -320,8 +280,8 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
         accelerator.load_state(str(checkpoint))
     resumed_from = done.step
 
-    progress = ctx.progress or Progress(disable=True)
-    seen_tokens, train_seconds = 0, 0.0
+    progress = (ctx.progress if accelerator.is_main_process else None) or Progress(disable=True)
+    real_tokens, computed_tokens, train_seconds = 0, 0, 0.0
     with progress.task(f"sft {Path(student).name}", total=total_steps) as advance:
         advance(done.step)
         for epoch in range(done.step // steps_per_epoch, settings.epochs):
@@ -331,38 +291,79 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
             for _ in range(done.step - epoch * steps_per_epoch, steps_per_epoch):
                 window = [b for _, b in zip(range(settings.grad_accum), batches)]
                 started = time.perf_counter()
-                loss, targets = backward_window(accelerator, model, window)
-                if settings.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
+                step = optimizer_step(accelerator, model, optimizer, schedule, window, settings.max_grad_norm)
                 train_seconds += time.perf_counter() - started
-                seen_tokens += int(accelerator.gather(
-                    sum(b["attention_mask"].sum() for b in window).reshape(1)).sum().item())
+                real_tokens += step["real_tokens"]
+                computed_tokens += step["computed_tokens"]
                 done.step += 1
-                done.train_tokens += targets
-                done.losses.append(loss)
+                done.train_tokens += step["targets"]
+                done.losses.append(step["loss"])
                 if settings.save_every_steps and done.step % settings.save_every_steps == 0 \
                         and done.step < total_steps:
                     save_checkpoint(accelerator, checkpoint)
-                advance(1, info=f"loss {loss:.3f} · {seen_tokens / train_seconds:,.0f} tok/s")
+                advance(1, info=f"loss {step['loss']:.3f} · {real_tokens / train_seconds:,.0f} tok/s")
 
-    out = Path(ctx.out)
-    save_model(accelerator, model, tokenizer, settings.lora, save_dtype, out)
+    save_model(accelerator, model, tokenizer, settings.lora, save_dtype, student, Path(ctx.out))
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template)
     return {
         "examples": len(encoded),
         "dropped_too_long": dropped,
+        "packs": len(packs) if packs is not None else None,
         "train_tokens": done.train_tokens,
         "steps": done.step,
         "resumed_from_step": resumed_from,
         "final_loss": done.losses[-1],
         "loss_curve": done.losses,
-        # all non-padding tokens pushed through the model per second of optimizer steps (this process's run)
-        "tokens_per_s": round(seen_tokens / train_seconds, 1) if train_seconds else None,
+        "processes": accelerator.num_processes,
+        "attn_implementation": attn,
+        # all non-padding tokens pushed through the model (all processes) per second of optimizer steps
+        # (this run, so a resumed run counts only its own steps)
+        "tokens_per_s": round(real_tokens / train_seconds, 1) if train_seconds else None,
+        # real tokens / tokens computed (padding included): what packing buys
+        "packing_efficiency": round(real_tokens / computed_tokens, 4) if computed_tokens else None,
         "provenance": {"chat_template_sha": hashlib.sha256(template.encode()).hexdigest()},
     }
+
+
+def launch_processes(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
+    """Run ``nt_sft.launch`` under ``accelerate launch`` with ``settings.num_processes`` processes.
+
+    The examples and settings go through files in ``ctx.scratch`` (so a killed launch resumes from its
+    checkpoint like a single-process run); the statistics come back as JSON. Without a GPU the processes
+    are CPU processes talking over gloo (accelerate's ``--multi_gpu`` launcher is torchrun; its ``--cpu``
+    flag would start only one process).
+    """
+    import pyarrow.parquet as pq
+
+    work = Path(ctx.scratch) / "launch"
+    work.mkdir(parents=True, exist_ok=True)
+    pq.write_table(examples, work / "examples.parquet")
+    (work / "settings.json").write_text(settings.model_dump_json())
+    stats_file = work / "stats.json"
+    stats_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(settings.num_processes),
+               "--num_machines", "1", "--main_process_port", str(free_port())]
+    if settings.accelerate_config:
+        command += ["--config_file", settings.accelerate_config]
+    else:
+        command += ["--multi_gpu"]
+    command += ["-m", "nt_sft.launch", "--examples", str(work / "examples.parquet"), "--student", student,
+                "--out", str(ctx.out), "--scratch", str(ctx.scratch), "--threads", str(ctx.threads),
+                "--settings", str(work / "settings.json"), "--stats", str(stats_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(ctx.threads)}
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "1"  # gloo, CPU tensors
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"accelerate launch failed ({finished.returncode}): {' '.join(command)}\n"
+                           f"{finished.stderr[-4000:]}")
+    return json.loads(stats_file.read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def save_checkpoint(accelerator, checkpoint: Path) -> None:
@@ -381,17 +382,35 @@ def save_checkpoint(accelerator, checkpoint: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def save_model(accelerator, model, tokenizer, lora: bool, dtype, out: Path) -> None:
+def save_model(accelerator, model, tokenizer, lora: bool, dtype, student: str, out: Path) -> None:
     """``out/model``: a plain Hugging Face folder (safetensors, config, tokenizer with chat template) in
-    the student's own dtype; with LoRA also ``out/adapter``, and ``model`` holds the merged weights."""
+    the student's own dtype; with LoRA also ``out/adapter``, and ``model`` holds the merged weights.
+
+    Under FSDP or DeepSpeed ZeRO-3 each process holds a shard: the full state dict is gathered first (every
+    process takes part), and a LoRA merge starts from the student's weights read again from disk.
+    """
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    state = accelerator.get_state_dict(model) if sharded else None
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if lora:
-        model.save_pretrained(out / "adapter")
+        model.save_pretrained(out / "adapter", state_dict=state)
         tokenizer.save_pretrained(out / "adapter")
+        if sharded:
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM
+
+            base = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32)
+            model = PeftModel.from_pretrained(base, out / "adapter")
         model = model.merge_and_unload()
+        state = None
     model.config.use_cache = True
-    model.to(dtype).save_pretrained(out / "model")
+    if state is None:
+        model.to(dtype).save_pretrained(out / "model")
+    else:
+        model.save_pretrained(out / "model", state_dict={k: v.to(dtype) for k, v in state.items()})
     tokenizer.save_pretrained(out / "model")
