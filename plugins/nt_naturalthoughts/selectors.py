@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from nt_harness.components import Selector, Settings
 from nt_harness.recipes import SpecError
-from nt_harness.selection import Decisions, column
+from nt_harness.selection import Decisions, codes, column, fill_random, first_per_question, start, unchosen
 
 # "Long" (§3.2): keep each example with probability p = (l / C)^τ, l = reasoning length in tokens,
 # C = 5000, τ = 2.5 (NaturalThoughts, arXiv 2507.01921 §3.2).
@@ -29,48 +29,6 @@ MIN_STRATEGIES, MAX_STRATEGIES = 4, 8
 
 
 # building blocks -------------------------------------------------------------------------------------
-def codes(pool: pa.Table, name: str) -> np.ndarray:
-    """Integer code per row for a categorical column (nulls get a code of their own); sorting ints is ~10x
-    faster than sorting a million Python strings."""
-    encoded = pc.dictionary_encode(pool.column(name).combine_chunks())
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    null = len(encoded.dictionary)
-    return pc.fill_null(encoded.indices, null).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def first_per_question(question: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """The first row of each question in ``order`` (row indices, in order of preference), order kept."""
-    order = np.asarray(order, dtype=np.int64)
-    _, first = np.unique(question[order], return_index=True)
-    return order[np.sort(first)]
-
-
-def start(pool: pa.Table) -> tuple[Decisions, np.ndarray, np.ndarray]:
-    """Decisions for the pool, its complete-trace mask (only complete responses are trainable:
-    NaturalThoughts §4 keeps complete responses only) and question codes."""
-    d = Decisions(pool)
-    complete = column(pool, "complete") if "complete" in pool.column_names else np.ones(pool.num_rows, bool)
-    complete = np.asarray(complete, dtype=bool)
-    d.drop(~complete, "dropped: incomplete")
-    return d, complete, codes(pool, "question_id")
-
-
-def unchosen(d: Decisions, question: np.ndarray) -> np.ndarray:
-    """Rows whose question has no kept trace yet."""
-    taken = np.zeros(question.max() + 1 if len(question) else 0, dtype=bool)
-    taken[question[d.kept]] = True
-    return ~taken[question]
-
-
-def fill_random(d: Decisions, question: np.ndarray, eligible: np.ndarray, budget: int, rng, reason: str) -> int:
-    """Top up to the budget with random eligible traces of questions not chosen yet (recorded as fill)."""
-    if d.n_kept >= budget:
-        return 0
-    rows = np.flatnonzero(eligible & unchosen(d, question))
-    return d.keep(first_per_question(question, rng.permutation(rows)), reason, budget)
-
-
 def keep_sampled(d: Decisions, question: np.ndarray, accepted: np.ndarray, budget: int, rng, reason: str) -> int:
     """Keep accepted traces, one per question, in random order, up to the budget."""
     return d.keep(first_per_question(question, rng.permutation(np.flatnonzero(accepted))), reason, budget)
