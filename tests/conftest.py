@@ -33,3 +33,17 @@ def tiny_llama(resolve):
 
     torch.set_num_threads(1)
     return resolve("tiny-llama")
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    """A stage context for calling one component directly (no store, no progress bars)."""
+    from nt_harness.components import Context
+    from nt_harness.progress import Progress
+
+    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path, threads=1, progress=Progress(disable=True))
+
+
+def kept_ids(selection):
+    """Trace ids a selector kept, in pool order."""
+    return [t for t, k in zip(selection.column("trace_id").to_pylist(), selection.column("kept").to_pylist()) if k]

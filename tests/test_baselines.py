@@ -25,6 +25,7 @@ from nt_released import AsIsSelector, ReleasedTeacher
 from nt_released.importer import MalformedRow
 from nt_s1k.released import S1KReleasedSource
 from nt_s1k.selector import S1KSelector, diverse_sample
+from conftest import kept_ids
 
 DATA = Path(__file__).parent / "data" / "released"
 REPO = Path(__file__).resolve().parents[1]
@@ -57,15 +58,6 @@ def pool(n_questions=10, n=2, **columns):
     return pa.table(base)
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path)
-
-
-def kept(sel):
-    return [t for t, k in zip(sel.column("trace_id").to_pylist(), sel.column("kept").to_pylist()) if k]
-
-
 def in_rank_order(sel):
     rows = [(r, t) for t, r, k in zip(*(sel.column(c).to_pylist() for c in ("trace_id", "rank", "kept"))) if k]
     return [t for _, t in sorted(rows)]
@@ -81,21 +73,21 @@ def test_limo_two_stage_solver_filter(ctx):
     # q0: solver 1 solves it; q1: solver 2 solves it 4 times (too easy); q2: never (too hard); q3, q4: 1-3 times
     p = pool(5, 1, correct=[1.0] * 5, solver1_passes=[1, 0, 0, 0, 0], solver2_passes=[2, 4, 0, 1, 3])
     sel = LimoSelector(fill=False).select(p, 10, seed=0, ctx=ctx)
-    assert sorted(kept(sel)) == ["q3/0", "q4/0"]
+    assert sorted(kept_ids(sel)) == ["q3/0", "q4/0"]
     r = reasons(sel)
     assert r["q0/0"] == "dropped: too easy (solver 1 solves it)"  # not overwritten by stage 2
     assert r["q1/0"] == "dropped: too easy (solver 2 solves it too often)"
     assert r["q2/0"] == "dropped: too hard (solver 2 solves it too rarely)"
     # equal budgets: the fill says it took a filtered-out question
     filled = LimoSelector().select(p, 3, seed=0, ctx=ctx)
-    assert len(kept(filled)) == 3
+    assert len(kept_ids(filled)) == 3
     assert "kept: fill (best chain of a filtered-out question)" in reasons(filled).values()
 
 
 def test_limo_without_solver_columns_keeps_the_pass_rate_rule(ctx):
     p = pool(4, 4, correct=[1.0] * 4 + [1.0, 0, 0, 0] * 3)  # q0 solved 4/4: too easy
     sel = LimoSelector(fill=False).select(p, 10, seed=0, ctx=ctx)
-    assert {t.split("/")[0] for t in kept(sel)} == {"q1", "q2", "q3"}
+    assert {t.split("/")[0] for t in kept_ids(sel)} == {"q1", "q2", "q3"}
     assert reasons(sel)["q0/0"] == "dropped: too easy"  # its best chain (the others: not the best)
 
 
@@ -182,7 +174,7 @@ def test_s1k_quality_and_difficulty(ctx):
     assert r["q4/0"] == "dropped: quality (empty answer)"
     assert r["q5/0"] == "dropped: quality (incomplete)"
     assert r["q2/0"] == "dropped: not the longest trace of its question"
-    assert sorted(kept(sel)) == ["q2/1", "q3/1", "q4/1", "q5/1"]
+    assert sorted(kept_ids(sel)) == ["q2/1", "q3/1", "q4/1", "q5/1"]
     assert ctx.stats["solver_columns"] == ["system1_correct", "solver2_passes"]
 
 
@@ -280,8 +272,8 @@ def test_released_teacher_passes_traces_through_and_as_is_selects_them(ctx):
     assert traces.column("thinking").to_pylist() == questions.column("thinking").to_pylist()
     assert traces.column("difficulty").to_pylist() == [8.0, 3.0, 5.0]  # extra columns reach the selectors
     sel = AsIsSelector().select(traces, 2, 0, ctx)
-    assert sel.schema.equals(SELECTION) and len(kept(sel)) == 2
-    assert len(kept(AsIsSelector().select(traces, 10, 0, ctx))) == 3
+    assert sel.schema.equals(SELECTION) and len(kept_ids(sel)) == 2
+    assert len(kept_ids(AsIsSelector().select(traces, 10, 0, ctx))) == 3
     with pytest.raises(SpecError, match="needs a source whose rows carry traces"):
         ReleasedTeacher().generate(questions.drop(["thinking"]), ctx)
 

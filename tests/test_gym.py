@@ -12,14 +12,7 @@ from nt_gym import GymSource
 from nt_gym.build_tasks import DATA_FILE, TASK_DIR, heldout_rows
 from nt_gym.families import DEFAULT_FAMILIES, DIFFICULTIES, LEVELS, NOT_REPRODUCIBLE, category, draw
 from nt_gym.heldout import MAX_SOURCE_SEED, RESERVED_SEED_START, heldout_ids, training_seeds
-from nt_harness.components import Context
-from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, question_id
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path, threads=1, progress=Progress(disable=True))
 
 
 def test_default_families_cover_eight_families_in_four_categories():

@@ -31,6 +31,7 @@ from nt_naturalthoughts.selectors import (
     VerbositySelector,
 )
 from nt_naturalthoughts.source import NaturalReasoningSource
+from conftest import kept_ids
 
 DATA = Path(__file__).parent / "data"
 
@@ -47,15 +48,6 @@ def pool(n_questions=10, n=1, **columns):
     }
     base.update({k: list(v) for k, v in columns.items()})
     return pa.table(base)
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path)
-
-
-def kept_ids(sel):
-    return [t for t, k in zip(sel.column("trace_id").to_pylist(), sel.column("kept").to_pylist()) if k]
 
 
 def kept_rows(sel):

@@ -4,9 +4,9 @@ import pyarrow as pa
 import pytest
 
 from nt_basic.selectors import DisagreeSelector, RandomSelector
-from nt_harness.components import Context
 from nt_harness.records import SELECTION
 from nt_limo.selector import LimoSelector, chain_scores
+from conftest import kept_ids
 
 
 def pool(n_questions=10, n=2, **columns):
@@ -23,27 +23,18 @@ def pool(n_questions=10, n=2, **columns):
     return pa.table(base)
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path)
-
-
-def kept(sel):
-    return [t for t, k in zip(sel.column("trace_id").to_pylist(), sel.column("kept").to_pylist()) if k]
-
-
 def test_random_keeps_one_complete_trace_per_question_deterministically(ctx):
     p = pool(complete=[i % 4 != 0 for i in range(20)])
     a = RandomSelector().select(p, 6, seed=1, ctx=ctx)
     assert a.schema.equals(SELECTION)
-    chosen = kept(a)
+    chosen = kept_ids(a)
     assert len(chosen) == 6 and len({t.split("/")[0] for t in chosen}) == 6
     incomplete = {f"q{i // 2}/{i % 2}" for i in range(20) if i % 4 == 0}
     assert not incomplete & set(chosen)
     reasons = dict(zip(a.column("trace_id").to_pylist(), a.column("reason").to_pylist()))
     assert all(reasons[t] == "dropped: incomplete" for t in incomplete)
-    assert kept(RandomSelector().select(p, 6, seed=1, ctx=ctx)) == chosen
-    assert kept(RandomSelector().select(p, 6, seed=2, ctx=ctx)) != chosen
+    assert kept_ids(RandomSelector().select(p, 6, seed=1, ctx=ctx)) == chosen
+    assert kept_ids(RandomSelector().select(p, 6, seed=2, ctx=ctx)) != chosen
     ranks = sorted(r for r in a.column("rank").to_pylist() if r >= 0)
     assert ranks == list(range(6))
 
@@ -53,12 +44,12 @@ def test_disagree_keeps_verified_traces_the_system1_model_gets_wrong(ctx):
     system1 = [0.0] * 8 + [1.0] * 12  # questions q0..q3 are missed by the System-1 model
     p = pool(correct=correct, system1_correct=system1)
     sel = DisagreeSelector(fill=False).select(p, 10, seed=0, ctx=ctx)
-    assert sorted(kept(sel)) == ["q0/0", "q1/0", "q2/0", "q3/0"]
+    assert sorted(kept_ids(sel)) == ["q0/0", "q1/0", "q2/0", "q3/0"]
     reasons = dict(zip(sel.column("trace_id").to_pylist(), sel.column("reason").to_pylist()))
     assert reasons["q0/1"] == "dropped: teacher answer wrong"
     assert reasons["q5/0"] == "dropped: models agree"
     filled = DisagreeSelector().select(p, 10, seed=0, ctx=ctx)
-    assert len(kept(filled)) == 10
+    assert len(kept_ids(filled)) == 10
     fill_reasons = [r for r, k in zip(filled.column("reason").to_pylist(), filled.column("kept").to_pylist()) if k]
     assert fill_reasons.count("kept: models disagree") == 4 and fill_reasons.count("kept: fill (random)") == 6
 
@@ -81,7 +72,7 @@ def test_limo_keeps_hard_but_solvable_questions_first(ctx):
     thinking[12] = "short"
     p = pool(4, 4, correct=[float(c) for c in correct], thinking=thinking)
     sel = LimoSelector(fill=False).select(p, 4, seed=0, ctx=ctx)
-    chosen = kept(sel)
+    chosen = kept_ids(sel)
     assert sorted(t.split("/")[0] for t in chosen) == ["q0", "q3"]
     assert "q3/1" in chosen  # the better-scored of q3's two correct chains
     filled = LimoSelector().select(p, 4, seed=0, ctx=ctx)
