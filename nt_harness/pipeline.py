@@ -221,7 +221,7 @@ class Pipeline:
 
     def validate(self, spec: dict) -> None:
         """Build every component of ``spec`` before any work, so a typo costs seconds, not a run."""
-        for kind in ("source", "teacher", "selector", "trainer"):
+        for kind in ("source", "teacher", "trainer"):
             self.instantiate(kind, spec[kind], kind)
         annotators = [self.instantiate("annotator", c, f"annotators[{i}]") for i, c in enumerate(spec.get("annotators", []))]
         for i, conf in enumerate(spec.get("benchmarks", [])):
