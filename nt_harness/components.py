@@ -39,6 +39,7 @@ class Context:
     progress: Any = None  # nt_harness.progress.Progress
     resolve_model: Any = None  # callable(spec: str) -> str (local folder or hub id)
     source: Any = None  # the pipeline's Source, for its verifier
+    build: Any = None  # callable(kind, spec, where) -> Component, from the run's plugins (see Component.nested)
     stats: dict = field(default_factory=dict)  # counters that go into the manifest
 
 
@@ -56,6 +57,11 @@ class Component:
 
     def __repr__(self):
         return f"{self.kind}:{self.name}"
+
+    def nested(self) -> dict[str, tuple[str, dict]]:
+        """Components this one builds at run time with ``ctx.build``, as {setting: (kind, spec)}, so the
+        pipeline checks their settings before any work (e.g. the teacher an LLM annotator asks)."""
+        return {}
 
 
 class Source(Component):
@@ -81,10 +87,15 @@ class Teacher(Component):
 
 
 class Annotator(Component):
-    """Returns a table with ``trace_id`` and new columns, one row per trace of the pool."""
+    """Returns a table with ``trace_id`` and new columns, one row per trace of the pool.
+
+    ``requires`` names columns written by earlier annotators that this one reads (e.g. a judge reads
+    ``system1_answer``): the pipeline checks they come first and makes their outputs part of the cache key.
+    """
 
     kind = "annotator"
     columns: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
         raise NotImplementedError

@@ -113,6 +113,13 @@ def per_question_values(samples: pa.Table) -> dict:
     return out
 
 
+def check_requires(i: int, ann: Component, written) -> None:
+    missing = [c for c in ann.requires if c not in written]
+    if missing:
+        raise SpecError(f"annotators[{i}] {ann.name!r} needs column(s) {', '.join(missing)} from an earlier "
+                        f"annotator; put the one that writes them before it")
+
+
 class Pipeline:
     def __init__(
         self,
@@ -146,6 +153,8 @@ class Pipeline:
                 f"{where}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
             )
             raise SpecError(f"invalid settings for {kind} {cls.name!r}: {problems}") from None
+        except ValueError as e:  # a component's own check of its settings
+            raise SpecError(f"{where}: {e}") from None
 
     def stage(self, stage: str, comp: Component, inputs: dict, run, source=None) -> Entry:
         settings = comp.settings.model_dump(mode="json")
@@ -166,6 +175,7 @@ class Pipeline:
                 progress=self.progress,
                 resolve_model=self.models.resolve,
                 source=source,
+                build=self.instantiate,
             )
             stats = run(ctx) or {}
             manifest["stats"] = {**ctx.stats, **stats}
@@ -198,20 +208,29 @@ class Pipeline:
         return source, self.stage("teacher", teacher, {"questions": questions.key}, generate, source)
 
     def annotated(self, spec: dict, source, pool: Entry) -> tuple[pa.Table, list[Entry]]:
-        table = pool.table()
+        table = base = pool.table()
         entries = []
+        written: dict[str, str] = {}  # column -> key of the annotation that wrote it
         for i, conf in enumerate(spec.get("annotators", [])):
             ann = self.instantiate("annotator", conf, f"annotators[{i}]")
+            check_requires(i, ann, written)
+            inputs = {"pool": pool.key}
+            if ann.requires:  # outputs of earlier annotators it reads are inputs like the pool
+                inputs["columns"] = {c: written[c] for c in ann.requires}
+            seen = base.drop_columns([c for c in ann.requires if c in base.column_names])
+            for c in ann.requires:  # the pool plus only the columns it declares: what its cache key covers
+                seen = seen.append_column(c, table.column(c))
 
-            def annotate(ctx, ann=ann):
-                cols = ann.annotate(table, ctx)
-                if cols.column("trace_id").to_pylist() != table.column("trace_id").to_pylist():
+            def annotate(ctx, ann=ann, seen=seen):
+                cols = ann.annotate(seen, ctx)
+                if cols.column("trace_id").to_pylist() != seen.column("trace_id").to_pylist():
                     raise RuntimeError(f"annotator {ann.name} must return one row per trace, in pool order")
                 write_table(cols, ctx.out)
 
-            entry = self.stage("annotate", ann, {"pool": pool.key}, annotate, source)
+            entry = self.stage("annotate", ann, inputs, annotate, source)
             entries.append(entry)
             columns = entry.table()
+            written.update(dict.fromkeys(columns.column_names[1:], entry.key))
             for name in columns.column_names[1:]:
                 if name in table.column_names:
                     table = table.set_column(table.schema.get_field_index(name), name, columns.column(name))
@@ -221,13 +240,20 @@ class Pipeline:
 
     def validate(self, spec: dict) -> None:
         """Build every component of ``spec`` before any work, so a typo costs seconds, not a run."""
-        for kind in ("source", "teacher", "trainer"):
-            self.instantiate(kind, spec[kind], kind)
+        built = {kind: self.instantiate(kind, spec[kind], kind) for kind in ("source", "teacher", "trainer")}
         annotators = [self.instantiate("annotator", c, f"annotators[{i}]") for i, c in enumerate(spec.get("annotators", []))]
         for i, conf in enumerate(spec.get("benchmarks", [])):
-            self.instantiate("benchmark", conf, f"benchmarks[{i}]")
+            built[f"benchmarks[{i}]"] = self.instantiate("benchmark", conf, f"benchmarks[{i}]")
         selector = self.instantiate("selector", spec["selector"], "selector")
-        provided = set(TRACES.names).union(*(a.columns for a in annotators))
+        built.update({f"annotators[{i}]": a for i, a in enumerate(annotators)}, selector=selector)
+        for where, comp in built.items():
+            for setting, (kind, conf) in comp.nested().items():
+                self.instantiate(kind, conf, f"{where}.{setting}")
+        written: set[str] = set()
+        for i, ann in enumerate(annotators):
+            check_requires(i, ann, written)
+            written.update(ann.columns)
+        provided = set(TRACES.names) | written
         if mixing_settings(spec)["mode"] == "difficulty" and not {"correct", "system1_correct"} <= provided:
             raise SpecError("mixing.mode 'difficulty' needs columns correct and system1_correct: add annotators "
                             "`verify` and `system1`")
@@ -332,12 +358,18 @@ class Pipeline:
 
     @staticmethod
     def cost(entries: list[Entry]) -> dict:
-        """Compute time is the sum of the stages' own wall times, whether or not they ran now."""
+        """Compute time is the sum of the stages' own wall times, whether or not they ran now.
+
+        GPU-hours: wall time x GPUs of each stage whose manifest stats say it ran on GPUs (``device``
+        "cuda" and ``gpus``; the sft trainer and the lmeval benchmark write them); absent on CPU-only runs.
+        """
         out = {"wall_s": 0.0, "teacher_tokens": 0, "train_tokens": 0}
         for e in entries:
             m = e.manifest
             out["wall_s"] += m.get("wall_s", 0.0)
             stats = m.get("stats", {})
+            if stats.get("device") == "cuda" and stats.get("gpus"):
+                out["gpu_hours"] = out.get("gpu_hours", 0.0) + m.get("wall_s", 0.0) * stats["gpus"] / 3600
             if e.stage == "teacher":
                 out["teacher_tokens"] += stats.get("completion_tokens", 0) + stats.get("prompt_tokens", 0)
             if e.stage == "train":
@@ -345,4 +377,6 @@ class Pipeline:
             if "cost_usd" in stats:
                 out["cost_usd"] = round(out.get("cost_usd", 0.0) + stats["cost_usd"], 4)
         out["wall_s"] = round(out["wall_s"], 1)
+        if "gpu_hours" in out:
+            out["gpu_hours"] = round(out["gpu_hours"], 4)
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from nt_harness.components import Selector, Settings
@@ -20,23 +22,38 @@ class RandomSelector(Selector):
 
 class DisagreeSelector(Selector):
     name = "disagree"
-    description = "traces whose verified answer the System-1 model gets wrong (NaturalThoughts' best)"
-    requires = ("correct", "system1_correct")
+    description = "traces whose answer the System-1 model does not share (NaturalThoughts' best)"
 
     class Settings(Settings):
         fill: bool = True  # top up with random complete traces when too few disagree (recorded)
         require_correct: bool = True  # the teacher's own answer must verify
+        # verifier: the System-1 answer is graded wrong (needs a verifier); judge: the `judge` annotator
+        # found the two answers different (any question, as the paper judged with Llama-3.1-8B-Instruct)
+        by: Literal["verifier", "judge"] = "verifier"
+
+    def __init__(self, settings=None, **kw):
+        super().__init__(settings, **kw)
+        s = self.settings
+        self.requires = (("correct",) if s.require_correct else ()) + (
+            ("system1_correct",) if s.by == "verifier" else ("models_agree",))
 
     def select(self, pool, budget, seed, ctx):
         rng = np.random.default_rng(seed)
         d, complete, question = start(pool)
-        correct = column(pool, "correct") >= 1.0
-        system1_right = column(pool, "system1_correct") >= 1.0
+        ok = complete
         if self.settings.require_correct:
+            correct = column(pool, "correct") >= 1.0
             d.drop(complete & ~correct, "dropped: teacher answer wrong")
-        ok = complete & (correct if self.settings.require_correct else True)
-        d.drop(ok & system1_right, "dropped: models agree")
-        disagree = np.flatnonzero(ok & ~system1_right)
+            ok = complete & correct
+        if self.settings.by == "verifier":
+            agree = column(pool, "system1_correct") >= 1.0
+        else:
+            verdict = column(pool, "models_agree")
+            d.drop(ok & np.isnan(verdict), "dropped: not judged")
+            ok = ok & ~np.isnan(verdict)
+            agree = verdict >= 1.0
+        d.drop(ok & agree, "dropped: models agree")
+        disagree = np.flatnonzero(ok & ~agree)
         d.keep(first_per_question(question, rng.permutation(disagree)), "kept: models disagree", budget)
         if self.settings.fill and d.n_kept < budget:
             n = fill_random(d, question, complete, budget, rng, "kept: fill (random)")

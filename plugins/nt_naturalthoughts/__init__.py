@@ -8,6 +8,7 @@ paper's selection and System-1/System-2 mixing experiments.
 import nt_harness
 from nt_harness.recipes import Recipe
 from nt_naturalthoughts.annotators import EmbedAnnotator, RecordedSystem1Annotator, build_minilm
+from nt_naturalthoughts.prompted import JudgeAnnotator, StrategiesAnnotator, TopicAnnotator, VerbosityAnnotator
 from nt_naturalthoughts.selectors import (
     ClusterUniformSelector,
     ComposeSelector,
@@ -24,9 +25,11 @@ DISAGREE_ANNOTATORS = [{"name": "verify"}, {"name": "system1"}, LENGTH]
 DISAGREE = {"annotators": DISAGREE_ANNOTATORS, "selector": {"name": "disagree"}}
 RANDOM = {"annotators": [LENGTH], "selector": {"name": "random"}}
 
-# Need LLM annotators that do not exist yet (`strategies`, `verbosity`): kept here, registered once they run.
 STRATEGY = {"annotators": [LENGTH, {"name": "strategies"}], "selector": {"name": "strategy-diverse"}}
 VERBOSITY_HIGH = {"annotators": [LENGTH, {"name": "verbosity"}], "selector": {"name": "verbosity", "level": "high"}}
+# The paper's own disagreement test: an LLM judge compares the two answers (graded ones decide first).
+DISAGREE_JUDGE = {"annotators": [{"name": "verify"}, {"name": "system1"}, {"name": "judge"}, LENGTH],
+                  "selector": {"name": "disagree", "by": "judge", "require_correct": False}}
 
 
 def mixed(mixing: dict, annotators: list[dict]) -> dict:
@@ -41,8 +44,9 @@ def register_sources(register):
 
 @nt_harness.hookimpl
 def register_annotators(register):
-    register(EmbedAnnotator)
-    register(RecordedSystem1Annotator)
+    for cls in (EmbedAnnotator, RecordedSystem1Annotator, TopicAnnotator, StrategiesAnnotator, VerbosityAnnotator,
+                JudgeAnnotator):
+        register(cls)
 
 
 @nt_harness.hookimpl
@@ -64,8 +68,14 @@ def register_recipes(register):
     register(Recipe("naturalthoughts", "NaturalThoughts' best: traces where a System-1 model disagrees", DISAGREE))
     register(Recipe("naturalthoughts:disagree", "models-disagree selection (same as `naturalthoughts`)", DISAGREE))
     register(Recipe("naturalthoughts:random", "NaturalThoughts' random-selection baseline", RANDOM))
-    register(Recipe("naturalthoughts:topic", "uniform over question topics (§3.2 topic diversity)",
-                    {"annotators": [LENGTH], "selector": {"name": "topic-uniform"}}))
+    register(Recipe("naturalthoughts:disagree-judge",
+                    "models-disagree decided by an LLM judge where no verifier settles it (§4.2)", DISAGREE_JUDGE))
+    register(Recipe("naturalthoughts:topic", "uniform over question topics, LLM-labelled where the source has none (§3.2)",
+                    {"annotators": [LENGTH, {"name": "topic"}], "selector": {"name": "topic-uniform"}}))
+    register(Recipe("naturalthoughts:strategy", "traces with 4-8 distinct LLM-labelled reasoning strategies (§3.2)",
+                    STRATEGY))
+    register(Recipe("naturalthoughts:verbosity-high", "the most verbose traces, LLM-rated 7-10 of 10 (§3.2)",
+                    VERBOSITY_HIGH))
     register(Recipe("naturalthoughts:cluster", "uniform over k-means clusters of question embeddings (§3.2)",
                     {"annotators": [LENGTH, {"name": "embed"}], "selector": {"name": "cluster-uniform"}}))
     register(Recipe("naturalthoughts:long", "length-biased: keep with p = (l/5000)^2.5 (§3.2), fill to budget",
