@@ -17,7 +17,8 @@ from nt_harness import __version__, leaderboard
 from nt_harness.pipeline import STAGES, Pipeline
 from nt_harness.plugins import PluginError, Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import Profile, Recipe, SpecError, apply_sets, merge, profile_from_file, recipe_from_file
+from nt_harness.recipes import (Profile, Recipe, SpecError, apply_defaults, apply_sets, merge, profile_from_file,
+                                 recipe_from_file)
 from nt_harness.store import Store, StoreLocked, library_versions
 
 console = Console(width=None if sys.stdout.isatty() else 220)  # logs keep the whole table
@@ -83,7 +84,7 @@ def make_spec(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None) -> di
         spec["benchmarks"] = benches
     if opts.get("seed") is not None:
         spec["seed"] = opts["seed"]
-    spec = apply_sets(spec, list(opts.get("set") or ()))
+    spec = apply_defaults(apply_sets(spec, list(opts.get("set") or ())))
     for key in ("source", "teacher", "selector", "trainer", "student", "budget"):
         if key not in spec:
             raise SpecError(f"recipe {recipe.name!r} with profile {profile_name!r}: no {key} given")

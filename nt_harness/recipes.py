@@ -16,7 +16,9 @@ import yaml
 SECTIONS = ("source", "teacher", "selector", "trainer")  # one component each
 LISTS = ("annotators", "benchmarks")  # several components each
 SCALARS = ("student", "budget", "seed", "native_budget")
-KEYS = SECTIONS + LISTS + SCALARS + ("mixing",)
+# defaults: settings per section and component name, used wherever a recipe names that component, e.g. a
+# profile's {"annotators": {"judge": {"backend": {...}}}} points every recipe's judge at one server
+KEYS = SECTIONS + LISTS + SCALARS + ("mixing", "defaults")
 
 
 @dataclass(frozen=True)
@@ -130,4 +132,21 @@ def apply_sets(spec: dict, sets: list[str]) -> dict:
             for p in parts[1:-1]:
                 node = node.setdefault(p, {})
             node[parts[-1]] = value
+    return spec
+
+
+def apply_defaults(spec: dict) -> dict:
+    """Fill missing component settings from ``spec["defaults"][section][name]`` (e.g.
+    ``defaults.annotators.judge``), wherever the run uses that component; the key is then removed."""
+    spec = copy.deepcopy(spec)
+    defaults = spec.pop("defaults", None) or {}
+    for section, by_name in defaults.items():
+        if section not in SECTIONS + LISTS or not isinstance(by_name, dict):
+            raise SpecError(f"defaults.{section}: expected defaults.<section>.<component> with section one of "
+                            f"{', '.join(SECTIONS + LISTS)}")
+        comps = spec.get(section) if section in LISTS else [spec.get(section)]
+        for conf in comps or []:
+            if isinstance(conf, dict):
+                for k, v in (by_name.get(conf.get("name")) or {}).items():
+                    conf.setdefault(k, copy.deepcopy(v))
     return spec

@@ -374,3 +374,31 @@ def test_api_key_is_sent_but_never_written(proxy_factory, tmp_path, monkeypatch)
     assert any(p.name == "manifest.json" for p in written) and any(p.suffix == ".parquet" for p in written)
     for path in written:  # ...and appears in no file the runs wrote
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_annotators_ask_the_same_server_and_resume_from_its_shards(server_url, tmp_path):
+    """The model-calling annotators (here verbosity and System-1 answers) run through the openai teacher:
+    real requests to llama.cpp, and a rerun over the same scratch sends none."""
+    from nt_hf.system1 import System1Annotator
+    from nt_naturalthoughts.prompted import VerbosityAnnotator
+
+    backend = {"name": "openai", "base_url": server_url, "model": "smollm2", "api_key_env": "", "temperature": 0.0}
+    pool = pa.Table.from_pylist([dict(r, trace_id=f"{r['question_id']}/0", thinking="Add 2 and 2. Check: 4.",
+                                      answer="4", complete=True, completion_tokens=20) for r in question_rows()])
+    build = Pipeline(Plugins(), Store(tmp_path / "store"), Progress(disable=True)).instantiate
+
+    def annotate(ann):
+        ctx = make_ctx(tmp_path / ann.name)
+        ctx.build = build
+        return ann.annotate(pool, ctx), ctx.stats
+
+    verbosity, stats = annotate(VerbosityAnnotator(backend=backend, retries=1))
+    scores = verbosity.column("verbosity").to_pylist()
+    assert stats["units"] == pool.num_rows and stats["invalid"] == scores.count(None)
+    assert all(s is None or 0 <= s <= 10 for s in scores)
+    assert stats["backend_attempts"][0]["requests"] == pool.num_rows
+    system1, stats = annotate(System1Annotator(backend=backend, max_new_tokens=16))
+    assert system1.column("system1_answer").null_count == 0 and stats["asked"] == len(set(pool.column("question_id").to_pylist()))
+    again, stats = annotate(VerbosityAnnotator(backend=backend, retries=1))
+    assert again.column("verbosity").to_pylist() == scores
+    assert all(a["shards_resumed"] == a["shards"] for a in stats["backend_attempts"])

@@ -1,6 +1,8 @@
 """LLM-prompted annotators: parsing, retries and invalid counts, resume, the verifier-first judge, and their
 place in the pipeline (declared inputs, nested backend settings checked before any work)."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -189,3 +191,25 @@ def test_an_annotator_sees_only_the_pool_and_the_columns_it_declares(tmp_path):
     assert seen["columns"] == pool.column_names + ["answer_tokens"]  # not thinking_tokens
     assert entries[1].manifest["inputs"] == {"pool": entry.key, "columns": {"answer_tokens": entries[0].key}}
     assert {"thinking_tokens", "answer_tokens", "probe"} <= set(table.column_names)
+
+
+def test_the_paper_scale_profile_validates_and_points_every_annotator_at_its_server(tmp_path):
+    from nt_harness.cli import make_spec
+
+    pm = Plugins()
+    pipe = Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1)
+    path = str(Path(__file__).resolve().parents[1] / "configs" / "paper" / "naturalthoughts.toml")
+    for name in ("naturalthoughts:disagree-judge", "naturalthoughts:random", "naturalthoughts:long",
+                 "naturalthoughts:strategy", "naturalthoughts:topic", "naturalthoughts:verbosity-high",
+                 "naturalthoughts:cluster", "limo"):
+        spec = make_spec(pm, pm.recipes[name], {"profile": path}, None)
+        pipe.validate(spec)
+        assert "defaults" not in spec and spec["teacher"]["model"] == "deepseek-reasoner"
+        for ann in spec.get("annotators", []):
+            if ann["name"] in ("topic", "strategies", "verbosity"):
+                assert ann["backend"]["model"] == "meta-llama/Llama-3.1-70B-Instruct"
+            if ann["name"] == "judge":
+                assert ann["backend"]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    spec = make_spec(pm, pm.recipes["naturalthoughts:strategy"], {"profile": path, "set": [
+        "annotators.strategies.backend={name='hf', model='smollm2'}"]}, None)
+    assert spec["annotators"][1]["backend"] == {"name": "hf", "model": "smollm2"}  # a recipe's own value wins

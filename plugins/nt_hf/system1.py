@@ -10,6 +10,7 @@ import time
 import pyarrow as pa
 from pydantic import Field
 
+from nt_harness.asking import ask
 from nt_harness.components import Annotator, Context, Settings
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS
@@ -40,6 +41,12 @@ class System1Annotator(Annotator):
             "auto", pattern="^(auto|float32|bfloat16|float16)$",
             description="auto: fp32 on CPU, the checkpoint's dtype on GPU",
         )
+        # a teacher spec that answers instead of the local model (e.g. Llama-3.3-70B-Instruct behind an
+        # OpenAI-compatible server, as the paper's System-1 model); the instruction goes in the user turn
+        backend: dict | None = None
+
+    def nested(self):
+        return {"backend": ("teacher", self.settings.backend)} if self.settings.backend else {}
 
     def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings
@@ -49,6 +56,11 @@ class System1Annotator(Annotator):
         questions = pool.take(list(first_row.values())).select(QUESTIONS.names)
         texts = questions.column("question").to_pylist()
         qids = list(first_row)
+        if s.backend:
+            prompts = [f"{s.system_prompt}\n\n{t}" if s.system_prompt else t for t in texts]
+            answers, stats = ask(ctx, s.backend, qids, prompts, lambda reply: reply.strip(), s.max_new_tokens)
+            ctx.stats.update(stats)
+            return self.graded(pool, questions, qids, [a or "" for a in answers], ctx)
         # shards are keyed by question id here (the run_sharded contract calls them trace ids)
         batches = [qids[i:i + s.batch_size] for i in range(0, len(qids), s.batch_size)]
         model: ChatModel | None = None
@@ -71,12 +83,15 @@ class System1Annotator(Annotator):
         progress = ctx.progress or Progress(disable=True)
         with progress.task(f"system1 ({s.model})", total=len(qids)) as advance:
             answered, _ = run_sharded(batches, ctx.scratch, run_batch, SCHEMA, advance)
-        answers = answered.column("system1_answer").to_pylist()
+        ctx.stats["generated_tokens"] = done["tokens"]
+        return self.graded(pool, questions, qids, answered.column("system1_answer").to_pylist(), ctx)
+
+    @staticmethod
+    def graded(pool, questions, qids, answers, ctx) -> pa.Table:
         scores = ctx.source.score(questions, answers) if ctx.source is not None else [None] * len(answers)
         by_question = {q: (a, c) for q, a, c in zip(qids, answers, scores)}
         per_trace = [by_question[q] for q in pool.column("question_id").to_pylist()]
-        ctx.stats.update(questions=len(qids), generated_tokens=done["tokens"],
-                         system1_correct=sum(c for c in scores if c is not None))
+        ctx.stats.update(questions=len(qids), system1_correct=sum(c for c in scores if c is not None))
         return pa.table(
             {
                 "trace_id": pool.column("trace_id"),

@@ -16,7 +16,6 @@ The strategy taxonomy (``STRATEGIES``) follows the meta-reasoning behaviours the
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import ClassVar, Literal
 
@@ -25,7 +24,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from nt_harness.components import Annotator, Context, Settings
-from nt_harness.records import QUESTIONS
+from nt_harness.asking import ask
 from nt_naturalthoughts.annotators import first_rows
 
 # The 13 top-level domains NaturalThoughts reports its topic annotation over (§3.2, Figure 2).
@@ -165,41 +164,6 @@ class PromptedAnnotator(Annotator):
     def parse(self, reply: str):
         raise NotImplementedError
 
-    def ask(self, units: list[str], prompts: list[str | None], ctx: Context) -> list:
-        """Parsed replies per unit: asked through the backend, unreadable ones asked again."""
-        s = self.settings
-        teacher = ctx.build("teacher", s.backend, f"annotator {self.name} backend")
-        fields = type(teacher.settings).model_fields
-        values: list = [None] * len(units)
-        pending = [i for i, p in enumerate(prompts) if p is not None]
-        asked, attempts = 0, []
-        for attempt in range(s.retries + 1):
-            if not pending:
-                break
-            # the settings teachers share by convention; one a teacher lacks is left alone
-            update = {"n": 1, "max_new_tokens": s.max_tokens, "max_tokens": s.max_tokens}
-            if attempt:
-                update["temperature"] = max(getattr(teacher.settings, "temperature", 0.0), s.retry_temperature)
-                update["seed"] = (getattr(teacher.settings, "seed", 0) or 0) + attempt
-            settings = teacher.settings.model_copy(update={k: v for k, v in update.items() if k in fields})
-            questions = pa.table({"question_id": [units[i] for i in pending], "source": ["annotation"] * len(pending),
-                                  "question": [prompts[i] for i in pending], "reference": [""] * len(pending),
-                                  "topic": [""] * len(pending), "metadata": [""] * len(pending)}, schema=QUESTIONS)
-            # each attempt resumes from its own shards; the next attempt's set follows from this one's replies
-            sub = dataclasses.replace(ctx, scratch=ctx.scratch / f"attempt-{attempt}", stats={})
-            replies = type(teacher)(settings).generate(questions, sub)
-            asked += len(pending)
-            attempts.append(sub.stats)
-            text = {q: a or t for q, a, t in zip(replies.column("question_id").to_pylist(),
-                                                 replies.column("answer").to_pylist(),
-                                                 replies.column("thinking").to_pylist())}
-            for i in pending:
-                values[i] = self.parse(text.get(units[i]) or "")
-            pending = [i for i in pending if values[i] is None]
-        ctx.stats.update(asked=asked, units=sum(p is not None for p in prompts), invalid=len(pending),
-                         backend=s.backend["name"], backend_attempts=attempts)  # the teacher's stats per attempt
-        return values
-
     def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings
         template = PROMPTS[self.task][s.prompt]
@@ -212,7 +176,8 @@ class PromptedAnnotator(Annotator):
             units = [r["trace_id"] for r in unit_rows]
         prompts = [None if (s.only_complete and not self.per_question and not r["complete"])
                    else self.render(r, template) for r in unit_rows]
-        values = self.ask(units, prompts, ctx)
+        values, stats = ask(ctx, s.backend, units, prompts, self.parse, s.max_tokens, s.retries, s.retry_temperature)
+        ctx.stats.update(stats)
         if self.per_question:
             by_question = dict(zip(units, values))
             values = [by_question[q] for q in pool.column("question_id").to_pylist()]
