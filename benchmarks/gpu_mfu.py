@@ -1,18 +1,31 @@
 """Training tokens/s and MFU on a GPU: the `sft` trainer's step against TRL's SFTTrainer and a plain
 transformers loop, on a random-init model of a real shape and packed sequences of reasoning-trace lengths.
 
-    python benchmarks/gpu_mfu.py                                  # Qwen2.5-0.5B shape, 8k packs, sdpa + flex
-    python benchmarks/gpu_mfu.py --shape tiny --seq 512 --steps 2 --warmup 1   # a CPU smoke test
+    python benchmarks/gpu_mfu.py                    # Qwen2.5-0.5B shape, 8k packs, the default matrix below
+    python benchmarks/gpu_mfu.py --shape tiny --seq 512 --steps 2 --warmup 1 --configs sdpa   # CPU smoke test
+
+The matrix is --configs (ATTN, ATTN+liger or ATTN+liger-fce) x --sides (ours, plain, trl). ATTN is a
+transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen kernel, registered
+by the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm, RoPE, SwiGLU), as
+the trainer does by default, ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
+``apply_liger``, plain with Liger's ``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its
+``use_liger_kernel`` (layer kernels only: TRL computes the loss with its own chunked LM head).
+All sides: fp32 master weights with bf16 autocast, fused AdamW, clipping at 1.0, lr 2e-5, no gradient
+checkpointing, the same packed examples (TRL packs them itself, also best-fit decreasing, padding-free),
+``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``.
 
 Self-contained for a bare GPU box: needs torch, transformers and accelerate; TRL (and its `datasets`) only
-for the TRL side, which is reported as skipped when they are missing. nt-harness itself is not imported:
-the `sft` trainer's step functions are loaded from plugins/nt_sft/steps.py by path. Each (side, attention)
-pair runs in its own process, so one failing or running out of memory does not stop the others. One JSON
-line per pair on stdout (and in $OUT/gpu_mfu.jsonl when $OUT is set).
+for the TRL side, liger-kernel only for +liger; a missing one is reported as an error row. nt-harness
+itself is not imported: the `sft` trainer's step functions are loaded from plugins/nt_sft/steps.py by
+path. Each (config, side) pair runs in its own process, so one failing or running out of memory does not
+stop the others; pairs that would start past --budget-s seconds are skipped. One JSON line per pair on
+stdout and in $OUT/gpu_mfu.jsonl, then a table with the ratios ours/plain and ours/TRL per config (also
+$OUT/gpu_mfu_summary.json).
 
-MFU counts the model FLOPs of the real (non-padding) tokens: 6 × parameters per token (the tied embedding
-counted once, as the output head) plus causal attention 6 × layers × hidden × (each token's own context
-within its example), so packing is not credited with attention it rightly skips.
+MFU counts the model FLOPs of the real (non-padding) tokens: 6 x parameters per token (the tied embedding
+counted once, as the output head) plus causal attention, 12 x layers x (heads x head size) x the keys each
+token attends to within its own example (QK^T and AV, 2 FLOPs a multiply-add, backward twice forward), so
+packing is not credited with attention it rightly skips. Peak: dense bf16 of the card's spec sheet.
 """
 
 from __future__ import annotations
@@ -38,6 +51,8 @@ SHAPES = {  # Qwen2.5 configs (Qwen team, Qwen2.5 technical report, Table 1); ti
                          num_attention_heads=12, num_key_value_heads=2),
 }
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16, vendor spec sheets (SXM)
+DEFAULT_CONFIGS = "varlen+liger,varlen,varlen+liger-fce,sdpa,flex_attention+liger"
+ROW_KERNELS = ("varlen", "flash_attention_2", "flash_attention_3")  # take the packs of a batch as one row
 
 
 def load_steps():
@@ -66,46 +81,70 @@ def build_model(shape: str, seq: int, attn: str, device: str):
     config = Qwen2Config(**SHAPES[shape], max_position_embeddings=max(seq, 4096), tie_word_embeddings=True,
                          use_cache=False)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=torch.float32)
-    return model.to(device), config  # fp32 master weights; bf16 autocast in the step
-
-
-def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    with torch.device(device):  # initialised on the GPU: seconds less per process than on the CPU
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=torch.float32)
+    return model, config  # fp32 master weights; bf16 autocast in the step
 
 
 def work(lengths: list[int]) -> tuple[int, int]:
-    """(real tokens, Σ over them of the tokens each attends to) for examples of these lengths."""
+    """(real tokens, sum over them of the keys each attends to) for causal examples of these lengths."""
     return sum(lengths), sum(n * (n + 1) // 2 for n in lengths)
 
 
-def run_one(side: str, attn: str, args) -> dict:
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"torch": torch.__version__}
+    for name in ("transformers", "accelerate", "trl", "datasets", "liger-kernel", "triton"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_one(side: str, config_name: str, args) -> dict:
+    attn, _, variant = config_name.partition("+")
+    liger, fused_ce = variant in ("liger", "liger-fce"), variant == "liger-fce"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(args.threads)
     steps_mod = load_steps()
+    if attn == "varlen":
+        steps_mod.register_varlen_attention()
+        if not steps_mod.varlen_available():
+            raise SystemExit(f"varlen: {steps_mod.varlen_error or 'needs a CUDA GPU of compute capability 8.0+'}")
     examples = synthetic_examples(args.examples, SHAPES[args.shape]["vocab_size"], args.seq, args.seed)
     lengths = [len(e["input_ids"]) for e in examples]
     packs = [[examples[i] for i in p] for p in steps_mod.pack_examples(lengths, args.seq)]
-    one_row = attn.startswith("flash")
+    # in a seeded random order, as the trainer's sampler and TRL's draw them (best-fit decreasing puts the
+    # longest examples, with the most attention per token, in the first packs)
+    random.Random(args.seed).shuffle(packs)
+    row = attn in ROW_KERNELS
     chunks = [packs[i : i + args.batch] for i in range(0, len(packs), args.batch)]
     needed = args.warmup + args.steps
     if len(chunks) < needed:
         raise SystemExit(f"{len(chunks)} batches of packs for {needed} steps: raise --examples")
     chunks = chunks[:needed]
-    batches = [steps_mod.pack_batch(chunk, 0, one_row) for chunk in chunks]
+    batches = [steps_mod.pack_batch(chunk, 0, one_row=row, varlen=row) for chunk in chunks]
 
     model, config = build_model(args.shape, args.seq, attn, device)
+    if liger and side == "ours":
+        steps_mod.apply_liger(model, fused_ce)  # what the trainer does
+    elif liger and side == "plain":
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     leak = packing_leak(model, packs[0], device) if side == "ours" else None
     model.train()
-    n_params = count_params(model)
+    n_params = sum(p.numel() for p in model.parameters())
     if side == "ours":
         seconds, losses = run_ours(steps_mod, model, batches, args)
     elif side == "plain":
         seconds, losses = run_plain(model, batches, args, device)
     elif side == "trl":
-        seconds, losses, timed_lengths = run_trl(model, examples, args, device)
+        seconds, losses, timed_lengths = run_trl(model, examples, args, device, liger)
     else:
         raise SystemExit(f"unknown side {side}")
     if side != "trl":  # TRL packs by itself (also best-fit decreasing): its timed steps hold other examples
@@ -114,39 +153,54 @@ def run_one(side: str, attn: str, args) -> dict:
     else:
         computed = sum(timed_lengths)  # padding-free: one row of examples end to end
     real, contexts = work(timed_lengths)
-    tokens_per_s = real / seconds
-    flops = 6 * n_params * real + 6 * config.num_hidden_layers * config.hidden_size * contexts
+    attn_width = config.num_attention_heads * (getattr(config, "head_dim", None)
+                                               or config.hidden_size // config.num_attention_heads)
+    flops = 6 * n_params * real + 12 * config.num_hidden_layers * attn_width * contexts
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next((v for k, v in PEAK_BF16.items() if k in name), None)
+    memory = torch.cuda.memory_stats() if device == "cuda" else {}
     return {
-        "side": side, "attn": attn, "shape": args.shape, "seq": args.seq, "batch": args.batch, "device": name,
-        "torch": torch.__version__, "params": n_params, "gradient_checkpointing": args.gradient_checkpointing,
-        "timed_steps": args.steps, "real_tokens": real, "packing_efficiency": round(real / computed, 4),
-        "tokens_per_s": round(tokens_per_s), "tflops_per_s": round(flops / seconds / 1e12, 2),
+        "config": config_name, "side": side, "attn": attn, "liger": liger, "shape": args.shape, "seq": args.seq,
+        "batch": args.batch, "device": name, **versions(), "params": n_params,
+        "gradient_checkpointing": args.gradient_checkpointing, "timed_steps": args.steps, "real_tokens": real,
+        "packing_efficiency": round(real / computed, 4), "step_s": round(seconds / args.steps, 4),
+        "tokens_per_s": round(real / seconds), "tflops_per_s": round(flops / seconds / 1e12, 2),
         "mfu": round(flops / seconds / peak, 4) if peak else None,
-        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+        "peak_mem_gib": round(memory.get("allocated_bytes.all.peak", 0) / 2**30, 2) if memory else None,
+        "reserved_gib": round(memory.get("reserved_bytes.all.peak", 0) / 2**30, 2) if memory else None,
+        "alloc_retries": memory.get("num_alloc_retries") if memory else None,
         "losses": [round(x, 4) for x in losses],
-        "packed_vs_alone_max_abs_diff": leak,
+        "leak_check": leak,
     }
 
 
-def packing_leak(model, pack: list[dict], device: str) -> float:
-    """Largest difference between an example's last hidden states alone and packed after the others (fp32):
-    ~1e-5 means no attention crosses examples with this attention implementation; O(1) means it does."""
+def packing_leak(model, pack: list[dict], device: str) -> dict:
+    """Largest difference of an example's last hidden states alone and packed after the others, and the same
+    for a control row whose positions do not restart (so its examples do attend to each other): bf16-sized
+    for ``packed`` against O(control) means no attention crosses examples with this implementation."""
     ids = [torch.tensor(e["input_ids"][:1024], device=device) for e in pack]  # a prefix keeps this cheap
+    if len(ids) < 2:
+        return {"skipped": "a pack of one example"}
     row = torch.cat(ids)[None]
-    positions = torch.cat([torch.arange(len(t), device=device) for t in ids])[None]
+    restart = torch.cat([torch.arange(len(t), device=device) for t in ids])[None]
     model.eval()
-    with torch.no_grad():
-        packed = model.model(input_ids=row, position_ids=positions, use_cache=False).last_hidden_state[0]
-        alone = model.model(input_ids=ids[-1][None], use_cache=False).last_hidden_state[0]
+    out = {}
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+        alone = model.model(input_ids=ids[-1][None], use_cache=False).last_hidden_state[0].float()
+        for key, positions in (("packed", restart), ("control", torch.arange(row.size(1), device=device)[None])):
+            hidden = model.model(input_ids=row, position_ids=positions, use_cache=False).last_hidden_state[0]
+            out[key] = round(float((hidden[-len(ids[-1]):].float() - alone).abs().max()), 4)
     model.train()
-    return float((packed[-len(ids[-1]):] - alone).abs().max())
+    return out
 
 
 def synchronize():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def run_ours(steps_mod, model, batches, args) -> tuple[float, list[float]]:
@@ -161,7 +215,7 @@ def run_ours(steps_mod, model, batches, args) -> tuple[float, list[float]]:
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     seconds, losses = 0.0, []
     for i, batch in enumerate(batches):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        batch = to_device(batch, accelerator.device)
         synchronize()
         started = time.perf_counter()
         step = steps_mod.optimizer_step(accelerator, model, optimizer, schedule, [batch], 1.0)
@@ -173,11 +227,12 @@ def run_ours(steps_mod, model, batches, args) -> tuple[float, list[float]]:
 
 
 def run_plain(model, batches, args, device) -> tuple[float, list[float]]:
-    """The reference: transformers' own loss, torch autocast, fused AdamW, nothing else."""
+    """The reference: transformers' own loss (Liger's, with +liger), torch autocast, fused AdamW, nothing else."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.1, fused=device == "cuda")
+    keys = ("input_ids", "position_ids", "labels", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
     seconds, losses = 0.0, []
     for i, batch in enumerate(batches):
-        inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids", "labels")} | {"use_cache": False}
+        inputs = to_device({k: batch[k] for k in keys if k in batch}, device) | {"use_cache": False}
         synchronize()
         started = time.perf_counter()
         with torch.autocast(device, dtype=torch.bfloat16):
@@ -186,14 +241,14 @@ def run_plain(model, batches, args, device) -> tuple[float, list[float]]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
         synchronize()
         if i >= args.warmup:
             seconds += time.perf_counter() - started
-        losses.append(loss.item())
     return seconds, losses
 
 
-def run_trl(model, examples, args, device) -> tuple[float, list[float], list[int]]:
+def run_trl(model, examples, args, device, liger: bool) -> tuple[float, list[float], list[int]]:
     """TRL's SFTTrainer on the same examples, already tokenized: its best-fit-decreasing packing, padding-free."""
     from datasets import Dataset
     from transformers import PreTrainedTokenizerFast, TrainerCallback
@@ -230,8 +285,8 @@ def run_trl(model, examples, args, device) -> tuple[float, list[float], list[int
         max_steps=args.warmup + args.steps, learning_rate=2e-5, lr_scheduler_type="constant", weight_decay=0.1,
         max_grad_norm=1.0, optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
         max_length=args.seq, packing=True, completion_only_loss=True, bf16=True, use_cpu=device == "cpu",
-        gradient_checkpointing=args.gradient_checkpointing, logging_steps=1, report_to="none", save_strategy="no",
-        dataloader_num_workers=0, disable_tqdm=True, seed=args.seed,
+        use_liger_kernel=liger, gradient_checkpointing=args.gradient_checkpointing, logging_steps=1,
+        report_to="none", save_strategy="no", dataloader_num_workers=0, disable_tqdm=True, seed=args.seed,
     )
     seen: list[list[int]] = []
 
@@ -250,6 +305,44 @@ def run_trl(model, examples, args, device) -> tuple[float, list[float], list[int
     return clock.seconds, losses, [n for step in seen[warmup:] for n in step]
 
 
+def summary(rows: list[dict]) -> list[dict]:
+    """Per config: each side's tokens/s, MFU and peak memory, and ours over plain and over TRL."""
+    out = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        by_side = {r["side"]: r for r in rows if r["config"] == config and "tokens_per_s" in r}
+        line = {"config": config}
+        for side, r in by_side.items():
+            line[side] = {k: r[k] for k in ("tokens_per_s", "mfu", "peak_mem_gib")}
+        for other in ("plain", "trl"):
+            if "ours" in by_side and other in by_side:
+                ours, theirs = by_side["ours"], by_side[other]
+                line[f"ours_over_{other}"] = round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3)
+                if ours["mfu"] and theirs["mfu"]:  # TRL trains on other packs: FLOPs/s weighs their attention
+                    line[f"ours_over_{other}_mfu"] = round(ours["mfu"] / theirs["mfu"], 3)
+        if "ours" in by_side and "plain" in by_side:  # the same batches from the same weights: the same losses
+            line["max_loss_diff_ours_plain"] = round(max(
+                abs(a - b) for a, b in zip(by_side["ours"]["losses"], by_side["plain"]["losses"])), 4)
+        line["failed"] = [r["side"] for r in rows if r["config"] == config and "tokens_per_s" not in r]
+        out.append(line)
+    return out
+
+
+def table(lines: list[dict]) -> str:
+    def cell(line, side):
+        r = line.get(side)
+        if not r:
+            return f"{'-':>25}"
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        return f"{r['tokens_per_s']:>9,} {mfu:>6} {r['peak_mem_gib'] if r['peak_mem_gib'] is not None else '-':>7}G"
+
+    head = f"{'config':<24}" + "".join(f"{s + ' tok/s MFU peak':>26}" for s in ("ours", "plain", "trl"))
+    rows = [head + f"{'ours/plain':>11}{'ours/trl':>9}"]
+    for line in lines:
+        rows.append(f"{line['config']:<24}" + "".join(" " + cell(line, s) for s in ("ours", "plain", "trl"))
+                    + f"{line.get('ours_over_plain', '-'):>11}{line.get('ours_over_trl', '-'):>9}")
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="qwen2.5-0.5b", choices=sorted(SHAPES))
@@ -257,38 +350,50 @@ def main():
     parser.add_argument("--batch", type=int, default=1, help="packed sequences per step")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--examples", type=int, default=200, help="synthetic examples to pack")
-    parser.add_argument("--sides", default="ours,trl,plain")
-    parser.add_argument("--attn", default="sdpa,flex_attention", help="attention implementations to compare")
+    parser.add_argument("--examples", type=int, default=120, help="synthetic examples to pack")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="ATTN or ATTN+liger, comma-separated")
+    parser.add_argument("--sides", default="ours,plain,trl")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, if not an H100/H200/A100")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=int, default=300, help="seconds per (side, attention) process")
-    parser.add_argument("--one", nargs=2, metavar=("SIDE", "ATTN"), help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=int, default=180, help="seconds per (config, side) process")
+    parser.add_argument("--budget-s", type=int, default=380, help="start no pair after this many seconds")
+    parser.add_argument("--one", nargs=2, metavar=("SIDE", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one:
         print("RESULT " + json.dumps(run_one(*args.one, args)), flush=True)
         return
-    out = Path(os.environ["OUT"]) / "gpu_mfu.jsonl" if os.environ.get("OUT") else None
-    passthrough = [a for a in sys.argv[1:]]
-    for attn in args.attn.split(","):
+    out = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+    env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TOKENIZERS_PARALLELISM": "false"}
+    began, rows = time.time(), []
+    for config in args.configs.split(","):
         for side in args.sides.split(","):
             started = time.time()
-            try:
-                done = subprocess.run([sys.executable, __file__, *passthrough, "--one", side, attn],
-                                      capture_output=True, text=True, timeout=args.timeout)
-                lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-                row = json.loads(lines[-1][7:]) if lines else {
-                    "side": side, "attn": attn, "error": (done.stderr or done.stdout)[-1500:]}
-            except subprocess.TimeoutExpired:
-                row = {"side": side, "attn": attn, "error": f"timed out after {args.timeout} s"}
+            if started - began > args.budget_s:
+                row = {"config": config, "side": side, "error": f"skipped: past the {args.budget_s} s budget"}
+            else:
+                try:
+                    done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", side, config], env=env,
+                                          capture_output=True, text=True, timeout=args.timeout, check=False)
+                    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+                    row = json.loads(lines[-1][7:]) if lines else {
+                        "config": config, "side": side, "error": (done.stderr or done.stdout)[-1500:]}
+                except subprocess.TimeoutExpired:
+                    row = {"config": config, "side": side, "error": f"timed out after {args.timeout} s"}
             row["process_s"] = round(time.time() - started, 1)
+            rows.append(row)
             print(json.dumps(row), flush=True)
             if out:
-                with out.open("a") as f:
+                with (out / "gpu_mfu.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
+    lines = summary(rows)
+    if out:
+        (out / "gpu_mfu_summary.json").write_text(json.dumps(lines, indent=1))
+    print(f"\n{args.shape}, {args.seq} tokens x {args.batch} per step, {args.steps} timed steps; "
+          f"{round(time.time() - began)} s in all")
+    print(table(lines))
 
 
 if __name__ == "__main__":

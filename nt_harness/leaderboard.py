@@ -2,9 +2,15 @@
 
 The summary has one row per (recipe, budget, student): each task's primary metric as ``value ± stderr``
 with a 95 % bootstrap interval, the share of answers not found, the difference to the first recipe with
-a paired test on the same questions, generated tokens, and what the row cost. The detail table follows
-lm-eval's shape (``Metric | ↑ | Value | ± | Stderr``). Written as Markdown, JSON and CSV, plus plots,
-and printed with rich. ``nt-harness leaderboard`` re-renders all of it from the JSON alone.
+a paired test on the same questions, mean generated tokens, and what the row cost (GPU-hours when a stage
+ran on GPUs). The detail table follows lm-eval's shape (``Metric | ↑ | Value | ± | Stderr``). Written as
+Markdown, JSON and CSV, plus plots, and printed with rich. ``nt-harness leaderboard`` re-renders all of it
+from the JSON alone.
+
+Inference modes: a task named ``<task>@<mode>`` (e.g. ``gym_heldout@no-think``) is ``<task>`` run in
+another mode; the plain name is the task's own prompt ("think"). Each is its own column group; the
+average is over the plain tasks, and a table and plot of accuracy against generated tokens per mode
+show the efficiency trade-off (NaturalThoughts, arXiv 2507.01921, Table 4).
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ from nt_harness.stats import mean_ci, paired_test
 
 BASE = "(base student)"
 NO_ANSWER = "no_answer"
+MODE_SEPARATOR = "@"
+NO_VALUE = "—"  # a cost this row does not have (e.g. GPU-hours of a CPU run)
+
+
+def split_mode(task: str) -> tuple[str, str]:
+    """``gym_heldout@no-think`` -> (gym_heldout, no-think); a plain name is the task's own mode, think."""
+    base, _, mode = task.partition(MODE_SEPARATOR)
+    return base, mode or "think"
 
 
 def _num(x, digits=4) -> str:
@@ -70,11 +84,14 @@ def summarize(runs: list[RunResult]) -> list[dict]:
                     "no_answer": found.get(NO_ANSWER, {}).get("value")}
             tokens = run.per_question.get(task, {}).get("response_tokens")
             cell["gen_tokens"] = sum(tokens.values()) / len(tokens) if tokens else None
+            cell["base"], cell["mode"] = split_mode(task)
             if row["reference"]:
                 ref_values = ref.per_question.get(task, {}).get(metric, {})
                 cell["paired"] = paired_test(ref_values, values) if values and ref_values else None
             row["tasks"][task] = cell
-        scores = [c["value"] for c in row["tasks"].values()]
+        # the average is over each task's own mode; other modes are variants of the same questions
+        plain = [c["value"] for t, c in row["tasks"].items() if MODE_SEPARATOR not in t]
+        scores = plain or [c["value"] for c in row["tasks"].values()]
         row["average"] = sum(scores) / len(scores) if scores else None
         out.append(row)
     return out
@@ -85,20 +102,22 @@ def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
     headers = ["Recipe", "Budget", "Student"]
     for task in tasks:
         metric = next(row["tasks"][task]["metric"] for row in summary if task in row["tasks"])
-        headers += [f"{task} {metric} ↑", "95% CI", "no answer ↓", "Δ vs first (p)"]
+        headers += [f"{task} {metric} ↑", "95% CI", "no answer ↓", "Δ vs first (p)", "gen tok"]
     if len(tasks) > 1:
         headers.append("Average ↑")
-    headers += ["Gen tok", "Train tok", "Teacher tok", "Wall s"]
+    headers += ["Train tok", "Teacher tok", "Wall s"]
+    gpu = any("gpu_hours" in row["cost"] for row in summary)
+    if gpu:
+        headers.append("GPU-h")
     if any("cost_usd" in row["cost"] for row in summary):
         headers.append("Teacher $")
     body = []
     for row in summary:
         line = [row["recipe"], str(row["budget"]), row["student"]]
-        gen = []
         for task in tasks:
             c = row["tasks"].get(task)
             if c is None:
-                line += ["", "", "", ""]
+                line += ["", "", "", "", ""]
                 continue
             paired = c.get("paired")
             line += [
@@ -106,18 +125,42 @@ def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
                 f"[{_num(c['ci'][0], 3)}, {_num(c['ci'][1], 3)}]" if c["ci"] else "N/A",
                 _num(c["no_answer"], 3),
                 f"{paired['diff']:+.3f} (p={paired['p']:.2g})" if paired else ("ref" if row["recipe"] != BASE else ""),
+                _tokens(c.get("gen_tokens")),
             ]
-            if c["gen_tokens"] is not None:
-                gen.append(c["gen_tokens"])
         if len(tasks) > 1:
             line.append(_num(row["average"]))
         cost = row["cost"]
-        line += [f"{sum(gen) / len(gen):.0f}" if gen else "N/A", f"{cost.get('train_tokens', 0):,}",
-                 f"{cost.get('teacher_tokens', 0):,}", f"{cost.get('wall_s', 0):.0f}"]
+        line += [f"{cost.get('train_tokens', 0):,}", f"{cost.get('teacher_tokens', 0):,}",
+                 f"{cost.get('wall_s', 0):.0f}"]
+        if gpu:
+            line.append(f"{cost['gpu_hours']:.3f}" if "gpu_hours" in cost else NO_VALUE)
         if "Teacher $" in headers:
             line.append(f"{cost.get('cost_usd', 0):.4f}")
         body.append(line)
     return headers, body
+
+
+def _tokens(x) -> str:
+    return "N/A" if x is None else f"{x:,.0f}"
+
+
+MODE_HEADERS = ["Recipe", "Budget", "Task", "Mode", "Metric", "Value ± Stderr", "95% CI", "no answer ↓", "Gen tok"]
+
+
+def mode_rows(summary: list[dict]) -> list[list[str]]:
+    """Accuracy and mean generated tokens per inference mode, for each task run in more than one mode
+    (System-2 accuracy against System-1 cost: NaturalThoughts, Table 4); empty when none was."""
+    moded = {c["base"] for row in summary for t, c in row["tasks"].items() if MODE_SEPARATOR in t}
+    out = []
+    for row in summary:
+        cells = sorted(((c["base"], c["mode"], c) for c in row["tasks"].values() if c["base"] in moded),
+                       key=lambda x: (x[0], x[1] != "think", x[1]))
+        for base, mode, c in cells:
+            out.append([row["recipe"], str(row["budget"]), base, mode, c["metric"],
+                        f"{_num(c['value'])} ± {_num(c['stderr'])}",
+                        f"[{_num(c['ci'][0], 3)}, {_num(c['ci'][1], 3)}]" if c["ci"] else "N/A",
+                        _num(c["no_answer"], 3), _tokens(c.get("gen_tokens"))])
+    return out
 
 
 DETAIL_HEADERS = ["Recipe", "Budget", "Tasks", "Filter", "Metric", "", "Value", "", "Stderr", "n"]
@@ -148,8 +191,15 @@ def _markdown_table(headers, rows) -> str:
 
 
 def markdown(runs: list[RunResult], meta: dict, figures: list[str]) -> str:
-    headers, body = summary_table(summarize(runs))
+    summary = summarize(runs)
+    headers, body = summary_table(summary)
     parts = [f"# {meta['title']}\n", *notes(meta), _markdown_table(headers, body)]
+    modes = mode_rows(summary)
+    if modes:
+        parts += ["## Inference modes\n",
+                  "think: the task's own prompt; no-think: told to answer directly, the assistant turn prefilled "
+                  "with an empty thinking block; adaptive: told to think only if the question needs it.\n",
+                  _markdown_table(MODE_HEADERS, modes)]
     parts += [f"![{Path(f).stem}]({Path(f).name})\n" for f in figures]
     parts += ["## Every metric (lm-eval's table shape)\n", _markdown_table(DETAIL_HEADERS, detail_rows(runs))]
     parts += ["## Provenance\n", _markdown_table(["Recipe", "Budget", "trace set", "checkpoint", "chat template"],
@@ -171,7 +221,8 @@ def notes(meta: dict) -> list[str]:
     out.append("Value ± standard error (lm-eval's); 95% CI: percentile bootstrap over questions; Δ vs first: "
                "difference to the first recipe at the same budget on the same questions, with the p-value of "
                "an exact McNemar test (binary scores) or a paired permutation test; `no answer`: share of "
-               "responses with no extractable answer (counted wrong); `Gen tok`: mean generated tokens.\n")
+               "responses with no extractable answer (counted wrong); `gen tok`: mean generated tokens per question "
+               "(over its samples); `GPU-h`: wall time x GPUs of the row's stages that ran on GPUs (— on CPU).\n")
     return out
 
 

@@ -1,5 +1,6 @@
-"""Leaderboard plots (matplotlib, no display): a bar chart per task with 95 % intervals, and, when a
-sweep ran several budgets, accuracy against budget per recipe with a confidence band."""
+"""Leaderboard plots (matplotlib, no display): a bar chart per task with 95 % intervals; when a sweep ran
+several budgets, accuracy against budget per recipe with a confidence band; when a task ran in several
+inference modes, accuracy against mean generated tokens per recipe (the efficiency trade-off)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,44 @@ def draw(summary: list[dict], folder: Path) -> list[str]:
         files.append(str(path))
         if len(budgets) > 1:
             files.append(str(_sweep(summary, task, metric, folder)))
+    moded = dict.fromkeys(c["base"] for row in summary for c in row["tasks"].values()
+                          if c.get("mode", "think") != "think")
+    for base in moded:
+        files.append(str(_modes(summary, base, folder)))
     return files
+
+
+def _modes(summary, base, folder: Path) -> Path:
+    """One line per (recipe, budget) through its modes: x = mean generated tokens, y = the primary metric."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    metric = None
+    for i, row in enumerate(summary):
+        cells = sorted((c for c in row["tasks"].values() if c.get("base") == base and c.get("gen_tokens")),
+                       key=lambda c: c["gen_tokens"])
+        if not cells:
+            continue
+        metric = cells[0]["metric"]
+        color = "#888888" if row["recipe"] == BASE else f"C{i % 10}"
+        label = row["recipe"] if row["recipe"] == BASE else f"{row['recipe']} @{row['budget']}"
+        x, y = [c["gen_tokens"] for c in cells], [c["value"] for c in cells]
+        errors = list(zip(*[_interval(c) for c in cells]))
+        ax.errorbar(x, y, yerr=errors, marker="o", capsize=3, color=color, label=label)
+        for c in cells:
+            ax.annotate(c["mode"], (c["gen_tokens"], c["value"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color=color)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.LogFormatter())  # 30, 300: plain numbers
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("mean generated tokens per question")
+    ax.set_ylabel(metric or "")
+    ax.set_title(f"{base}: accuracy vs tokens by inference mode")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = folder / f"modes_{base}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _sweep(summary, task, metric, folder: Path) -> Path:

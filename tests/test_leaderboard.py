@@ -64,3 +64,96 @@ def test_summary_files_and_rerender(tmp_path):
     before = md
     leaderboard.write(again, folder, meta.pop("title"), {k: v for k, v in meta.items() if k != "created"})
     assert (folder / "leaderboard.md").read_text() == before
+
+
+def _entry(tmp_path, stage, wall_s, **stats):
+    from nt_harness.store import Entry
+
+    path = tmp_path / f"{stage}-{len(list(tmp_path.iterdir()))}"
+    path.mkdir()
+    (path / "manifest.json").write_text(json.dumps({"wall_s": wall_s, "stats": stats}))
+    return Entry(stage, path.name, path)
+
+
+def test_gpu_hours_from_stage_manifests(tmp_path):
+    from nt_harness.pipeline import Pipeline
+
+    cpu = [_entry(tmp_path, "teacher", 100.0, completion_tokens=5), _entry(tmp_path, "train", 50.0, device="cpu", gpus=0),
+           _entry(tmp_path, "evaluate", 30.0, device="cpu", gpus=0)]
+    assert "gpu_hours" not in Pipeline.cost(cpu)
+    gpu = [_entry(tmp_path, "train", 1800.0, device="cuda", gpus=8, train_tokens=10),
+           _entry(tmp_path, "evaluate", 3600.0, device="cuda", gpus=1),
+           _entry(tmp_path, "evaluate", 999.0, device="remote", gpus=0)]  # a server's GPUs are not ours to count
+    cost = Pipeline.cost(cpu[:1] + gpu)
+    assert cost["gpu_hours"] == pytest.approx(1800 * 8 / 3600 + 1.0)
+    assert cost["wall_s"] == pytest.approx(100 + 1800 + 3600 + 999)
+
+
+def test_gpu_hours_column_only_when_a_row_ran_on_gpu(tmp_path):
+    runs = [run(leaderboard.BASE, 0, [0.0] * 10), run("a", 16, [1.0] * 5 + [0.0] * 5)]
+    headers, _ = leaderboard.summary_table(leaderboard.summarize(runs))
+    assert "GPU-h" not in headers
+    runs[1].cost["gpu_hours"] = 0.25
+    headers, body = leaderboard.summary_table(leaderboard.summarize(runs))
+    column = headers.index("GPU-h")
+    assert [line[column] for line in body] == [leaderboard.NO_VALUE, "0.250"]
+
+
+def moded(recipe, budget, by_mode):
+    """A run of task t in several modes: mode -> (per-question correctness, tokens per question)."""
+    results, per_question = [], {}
+    for mode, (correct, tokens) in by_mode.items():
+        task = "t" if mode == "think" else f"t@{mode}"
+        qids = [f"q{i}" for i in range(len(correct))]
+        results.append({"benchmark": "b", "task": task, "metric": "exact_match", "filter": "none",
+                        "value": sum(correct) / len(correct), "stderr": 0.05, "n": len(correct),
+                        "higher_is_better": True})
+        per_question[task] = {"exact_match": dict(zip(qids, correct)), "response_tokens": dict.fromkeys(qids, tokens)}
+    return RunResult(recipe=recipe, budget=budget, student="s", results=results,
+                     cost={"train_tokens": 1, "teacher_tokens": 1, "wall_s": 1.0}, per_question=per_question)
+
+
+def test_inference_modes_have_their_own_accuracy_tokens_and_paired_tests(tmp_path):
+    runs = [moded("a", 16, {"think": ([1.0] * 8 + [0.0] * 12, 900), "no-think": ([1.0] * 4 + [0.0] * 16, 30)}),
+            moded("b", 16, {"think": ([1.0] * 16 + [0.0] * 4, 800), "no-think": ([0.0] * 20, 20)})]
+    summary = leaderboard.summarize(runs)
+    a, b = summary
+    assert a["tasks"]["t@no-think"]["gen_tokens"] == 30 and a["tasks"]["t"]["gen_tokens"] == 900
+    assert (a["tasks"]["t@no-think"]["base"], a["tasks"]["t@no-think"]["mode"]) == ("t", "no-think")
+    assert a["average"] == pytest.approx(0.4)  # the task's own mode only, not a mean over modes
+    assert b["tasks"]["t"]["paired"]["diff"] == pytest.approx(0.4)  # paired per (task, mode)
+    assert b["tasks"]["t@no-think"]["paired"]["diff"] == pytest.approx(-0.2)
+    headers, body = leaderboard.summary_table(summary)
+    assert headers.count("gen tok") == 2 and "900" in body[0] and "30" in body[0]
+    assert leaderboard.mode_rows(summary)[:2] == [
+        ["a", "16", "t", "think", "exact_match", "0.4000 ± 0.0500", "[0.200, 0.600]", "N/A", "900"],
+        ["a", "16", "t", "no-think", "exact_match", "0.2000 ± 0.0500", "[0.050, 0.400]", "N/A", "30"]]
+    folder = leaderboard.write(runs, tmp_path / "lb", "modes", {})
+    md = (folder / "leaderboard.md").read_text()
+    assert "## Inference modes" in md and "![modes_t](modes_t.png)" in md
+    assert (folder / "modes_t.png").stat().st_size > 1000
+    assert leaderboard.mode_rows(leaderboard.summarize([run("a", 16, [1.0, 0.0])])) == []  # no modes, no table
+
+
+@pytest.mark.gpu
+def test_a_train_stage_on_cuda_counts_gpu_hours(tiny_llama, tmp_path):
+    """On a GPU the sft trainer's manifest records device and GPUs, and the cost turns them into GPU-hours
+    (checked on an H100: 8 steps of the tiny Llama, 11.8 s -> 0.0033 GPU-h)."""
+    import pyarrow as pa
+
+    from nt_harness.pipeline import Pipeline
+    from nt_harness.plugins import Plugins
+    from nt_harness.progress import Progress
+    from nt_harness.records import EXAMPLES
+    from nt_harness.store import Store
+    from nt_sft.trainer import SFTTrainer
+
+    rows = [{"trace_id": f"t{i}", "question": f"What is {i} + {i}?", "thinking": f"{i} plus {i} is {2 * i}.",
+             "answer": f"<answer>{2 * i}</answer>", "mode": "system2"} for i in range(8)]
+    examples = pa.Table.from_pylist(rows, schema=EXAMPLES)
+    pipe = Pipeline(Plugins(), Store(tmp_path), Progress(disable=True), threads=1)
+    trainer = SFTTrainer(epochs=1, batch_size=4)
+    entry = pipe.stage("train", trainer, {}, lambda ctx: trainer.train(examples, tiny_llama, ctx))
+    stats = entry.manifest["stats"]
+    assert stats["device"] == "cuda" and stats["gpus"] == 1
+    assert Pipeline.cost([entry])["gpu_hours"] == pytest.approx(entry.manifest["wall_s"] / 3600, abs=1e-4)

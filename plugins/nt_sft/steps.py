@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ def pad_batch(features: list[dict], pad_id: int) -> dict:
         labels[i, :n] = torch.tensor(f["labels"])
         attention_mask[i, :n] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "real_tokens": attention_mask.sum()}
+            "real_tokens": int(attention_mask.sum()), "targets": count_targets(labels)}
 
 
 def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -62,13 +63,16 @@ def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
     return packs
 
 
-def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False) -> dict:
+def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varlen: bool = False) -> dict:
     """Concatenate each pack's examples into one row, positions restarting at 0 for every example.
 
     Rows are right-padded to the longest; the padding is a sequence of its own (positions 0..k), so it
     attends only to itself and carries no loss. ``one_row`` lays all packs end to end in a single row,
     as flash-attention's variable-length path requires (transformers uses it for batch size 1 only).
     The first label of every example is masked: it would otherwise be predicted from the previous example.
+    ``varlen`` adds the sequence boundaries the variable-length kernels take (transformers' FlashAttentionKwargs
+    ``cu_seq_lens_q/k``, ``max_length_q/k``), computed here on the CPU: derived from the position ids on the
+    GPU they would cost a device-to-host sync (TRL's padding-free collator does the same).
     """
     rows = []
     for pack in packs:
@@ -91,7 +95,14 @@ def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False) -> d
         position_ids[i, :n] = torch.tensor(pos)
         position_ids[i, n:] = torch.arange(width - n)
     real = sum(len(r[0]) for r in rows)
-    return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "real_tokens": torch.tensor(real)}
+    batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "real_tokens": real,
+             "targets": count_targets(labels)}
+    if varlen:  # every row (and its padding) is a run of sequences; the kernels see the rows end to end
+        starts = (position_ids.flatten() == 0).nonzero().flatten()
+        cu = torch.cat([starts, torch.tensor([position_ids.numel()])]).to(torch.int32)
+        batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = cu
+        batch["max_length_q"] = batch["max_length_k"] = int(cu.diff().max())
+    return batch
 
 
 def model_inputs(batch: dict) -> dict:
@@ -102,8 +113,12 @@ def model_inputs(batch: dict) -> dict:
     transformers 5.24, Llama, sdpa and eager). So the packed call turns the cache off itself.
     """
     if "position_ids" in batch:
-        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False,
+                **{k: batch[k] for k in VARLEN_KEYS if k in batch}}
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+VARLEN_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
 
 
 class EpochShuffle(torch.utils.data.Sampler):
@@ -150,7 +165,7 @@ def build_schedule(optimizer, settings, total_steps: int):
 
 
 def make_accelerator(mixed_precision: str):
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.state import AcceleratorState, GradientState
 
     if mixed_precision == "auto":  # bf16 autocast over fp32 master weights, on CPU and on GPUs that have it
@@ -159,7 +174,141 @@ def make_accelerator(mixed_precision: str):
     # different precisions (the process group, PartialState, is kept).
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+    # non_blocking: with a pinned-memory loader, batches go to the GPU without a host sync per tensor
+    return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False,
+                       dataloader_config=DataLoaderConfiguration(non_blocking=True))
+
+
+# ---------------------------------------------------------------------------------------------------
+# GPU kernels: variable-length flash attention from PyTorch itself, and Liger's fused kernels.
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             sliding_window=None, cu_seq_lens_q=None, max_length_q=None, position_ids=None,
+                             **unused):
+    """transformers attention function (AttentionInterface) over PyTorch's flash-attention varlen kernel.
+
+    The same computation as ``flash_attention_2`` on packed rows (each example attends causally to itself
+    only, no padding computed) without the flash-attn package, which does not build or install everywhere:
+    ``torch.nn.attention.varlen.varlen_attn`` ships in PyTorch (2.10+). Takes the sequence boundaries from
+    ``cu_seq_lens_q`` (``pack_batch(varlen=True)``, TRL's padding-free collator) or else from the position
+    ids (once per forward; the layers share the tensor). Query (B, H, T, D) in, (B, T, H, D) out, like sdpa's.
+    """
+    if dropout:
+        raise ValueError("varlen attention has no dropout; use attn_implementation sdpa for attention dropout")
+    if sliding_window is not None:
+        raise ValueError("varlen attention does not do sliding windows; use sdpa or flash_attention_2")
+    if attention_mask is not None:
+        raise ValueError("varlen attention takes packed rows (position ids, no attention mask), not padded ones")
+    if cu_seq_lens_q is None:
+        if position_ids is None:
+            raise ValueError("varlen attention needs cu_seq_lens_q/max_length_q or position_ids")
+        cu_seq_lens_q, max_length_q = _boundaries_from_positions(position_ids)
+    b, h, t, d = query.shape
+    dtype = query.dtype  # the flash kernel takes fp16/bf16 only: fp32 (autocast, rotary in fp32) is cast down
+    if query.is_cuda and dtype not in (torch.float16, torch.bfloat16):
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
+    q, k, v = (x.transpose(1, 2).reshape(b * t, x.size(1), d).to(dtype) for x in (query, key, value))
+    out = _varlen_call(q, k, v, cu_seq_lens_q.to(q.device), int(max_length_q), scaling)
+    out = out.view(b, t, h, d)  # under autocast the next projection takes the half-precision output as is
+    return (out if torch.is_autocast_enabled("cuda") else out.to(query.dtype)), None
+
+
+_last_positions: list = [None, None]  # (position ids tensor, its boundaries): one computation per forward
+
+
+def _boundaries_from_positions(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    if _last_positions[0] is position_ids:
+        return _last_positions[1]
+    flat = position_ids.flatten()
+    starts = (flat == 0).nonzero().flatten()
+    cu = torch.cat([starts, starts.new_tensor([flat.numel()])]).to(torch.int32)
+    _last_positions[:] = [position_ids, (cu, int(cu.diff().max()))]
+    return _last_positions[1]
+
+
+def _varlen_call(q, k, v, cu, max_len: int, scale):
+    """``varlen_attn`` across its signatures: torch 2.10 has ``is_causal`` and equal head counts; later
+    versions take ``window_size=(-1, 0)`` for causal and ``enable_gqa``."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = _parameters(varlen_attn)
+    kwargs = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+    if k.size(1) != q.size(1):
+        if "enable_gqa" in params:
+            kwargs["enable_gqa"] = True
+        else:  # grouped-query attention by repeating the key/value heads
+            k, v = (x.repeat_interleave(q.size(1) // x.size(1), dim=1) for x in (k, v))
+    if "scale" in params:
+        kwargs["scale"] = scale
+    elif scale is not None and abs(scale - q.size(-1) ** -0.5) > 1e-6:
+        raise ValueError(f"this torch's varlen_attn has no scale argument and the model uses {scale}")
+    return varlen_attn(q, k, v, cu, cu, max_len, max_len, **kwargs)
+
+
+@functools.lru_cache
+def _parameters(function) -> frozenset[str]:
+    import inspect
+
+    return frozenset(inspect.signature(function).parameters)
+
+
+def register_varlen_attention() -> str:
+    """Register ``varlen`` with transformers (AttentionInterface, the documented way to add an attention
+    function). No mask function is registered with it: transformers then builds no mask at all."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register("varlen", varlen_attention_forward)
+    return "varlen"
+
+
+def varlen_available() -> bool:
+    """A CUDA GPU of compute capability 8.0+ and a torch whose varlen kernel runs forward and backward
+    (tried once, on a few tokens: the kernel's signature and support moved between torch versions)."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
+        return False
+    global varlen_error
+    if varlen_error is None:
+        try:
+            q = torch.randn(8, 4, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            kv = torch.randn(8, 2, 64, device="cuda", dtype=torch.bfloat16)
+            cu = torch.tensor([0, 3, 8], device="cuda", dtype=torch.int32)
+            _varlen_call(q, kv, kv, cu, 5, None).sum().backward()
+            varlen_error = "" if torch.isfinite(q.grad).all() else "the varlen kernel's gradient is not finite"
+        except Exception as error:  # noqa: BLE001  (any failure means: use another attention)
+            varlen_error = f"the varlen kernel fails here: {type(error).__name__}: {error}"
+    return not varlen_error
+
+
+varlen_error: str | None = None  # after varlen_available() on a GPU: "" or why the kernel cannot be used
+
+
+def liger_supported(model_type: str) -> str | None:
+    """Why Liger cannot be used here (None: it can): its kernels are Triton kernels for CUDA GPUs."""
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        return "Liger's kernels need a CUDA GPU"
+    if importlib.util.find_spec("liger_kernel") is None:
+        return "the liger-kernel package is not installed"
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        return f"Liger has no kernels for model type {model_type!r}"
+    return None
+
+
+def apply_liger(model, fused_ce: bool = False) -> None:
+    """Liger's kernels on a loaded model (before PEFT and ``accelerator.prepare``), as transformers' Trainer
+    applies them for ``use_liger_kernel``: RMSNorm, RoPE, SwiGLU and, with ``fused_ce``, the fused linear
+    cross-entropy, which never materialises the (tokens x vocabulary) logits: half the peak memory, but
+    slower on an H100 for a Qwen2.5-0.5B shape at 8k tokens (31k vs 51k tok/s, benchmarks/gpu_mfu.py), so
+    it is off unless asked for. Its loss takes ``num_items_in_batch`` like transformers' own, so
+    ``backward_window`` normalises it the same way.
+    Note: Liger patches the model family's module (e.g. modeling_qwen2) for the rest of the process."""
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -167,15 +316,16 @@ def make_accelerator(mixed_precision: str):
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over target tokens (fp32: bf16 log-softmax is too coarse)."""
+    """Summed next-token cross-entropy over target tokens (fp32: bf16 log-softmax is too coarse); the
+    reference for the loss the model computes itself in ``backward_window``."""
     logits, labels = logits[:, :-1].float(), labels[:, 1:]
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
                            reduction="sum")
 
 
-def count_targets(batch: dict) -> torch.Tensor:
-    """Tokens that carry a loss: the first label has no prediction before it."""
-    return (batch["labels"][:, 1:] != IGNORE).sum()
+def count_targets(labels: torch.Tensor) -> int:
+    """Tokens that carry a loss (counted on the CPU, at batching): the first label has no prediction before it."""
+    return int((labels[:, 1:] != IGNORE).sum())
 
 
 def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int]:
@@ -183,23 +333,29 @@ def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int
 
     Accelerate's recipe for variable-size samples (docs: usage_guides/gradient_accumulation.md, "Gradient
     accumulation on training samples of variable size"): a mean of per-batch means would weigh a short
-    batch's tokens more than a long batch's. The Accelerator here is built with gradient_accumulation_steps=1
-    (this loop forms the window itself), so ``backward`` does not rescale; DDP averages gradients over
-    processes, hence the factor num_processes. Returns the window's mean token loss and its token count.
+    batch's tokens more than a long batch's. The model computes the loss itself, given ``labels`` and
+    ``num_items_in_batch`` (transformers' ForCausalLMLoss, or Liger's fused linear cross-entropy: both sum
+    over targets and divide by that count, in fp32), so the logits need not be kept or upcast here. The
+    Accelerator is built with gradient_accumulation_steps=1 (this loop forms the window itself), so
+    ``backward`` does not rescale; DDP averages gradients over processes, hence the factor num_processes.
+    One device-to-host sync (the loss for the log) per window. Returns the window's mean token loss and its
+    token count.
     """
-    local_targets = sum(count_targets(b) for b in batches)
-    window_targets = accelerator.gather(local_targets.reshape(1).to(accelerator.device)).sum()
+    window_targets = sum(b["targets"] for b in batches)
+    if accelerator.num_processes > 1:
+        window_targets = int(accelerator.gather(torch.tensor([window_targets], device=accelerator.device)).sum())
+    denominator = max(window_targets, 1)
     loss_sum = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(batches):
         last = i == len(batches) - 1
         # no gradient all-reduce before the window's last micro-batch
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            logits = model(**model_inputs(batch)).logits
-            loss = token_loss_sum(logits, batch["labels"])
-            accelerator.backward(loss * accelerator.num_processes / window_targets.clamp(min=1))
+            loss = model(**model_inputs(batch), labels=batch["labels"], num_items_in_batch=denominator).loss
+            accelerator.backward(loss * accelerator.num_processes)
         loss_sum += loss.detach()
-    total = accelerator.reduce(loss_sum, reduction="sum")
-    return (total / window_targets.clamp(min=1)).item(), int(window_targets.item())
+    if accelerator.num_processes > 1:
+        loss_sum = accelerator.reduce(loss_sum, reduction="sum")
+    return loss_sum.item(), window_targets
 
 
 def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], max_grad_norm: float) -> dict:
@@ -210,7 +366,8 @@ def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], 
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
-    counts = torch.tensor([sum(int(b["real_tokens"]) for b in window), sum(b["input_ids"].numel() for b in window)],
-                          device=accelerator.device)
-    real, computed = accelerator.reduce(counts, reduction="sum").tolist()
+    real, computed = sum(b["real_tokens"] for b in window), sum(b["input_ids"].numel() for b in window)
+    if accelerator.num_processes > 1:
+        counts = accelerator.reduce(torch.tensor([real, computed], device=accelerator.device), reduction="sum")
+        real, computed = counts.tolist()
     return {"loss": loss, "targets": targets, "real_tokens": int(real), "computed_tokens": int(computed)}

@@ -76,9 +76,15 @@ class SFTTrainer(Trainer):
         lora_targets: str | list[str] = "all-linear"
         gradient_checkpointing: bool = False
         mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 autocast, fp32 weights
-        # auto: flash_attention_2 on a GPU that has the flash-attn package, else sdpa
+        # auto, on a GPU: flash_attention_2 with the flash-attn package, else varlen (PyTorch's own flash varlen
+        # kernel), else sdpa; on CPU: sdpa
         attn_implementation: Literal["auto", "sdpa", "eager", "flex_attention", "flash_attention_2",
-                                     "flash_attention_3"] = "auto"
+                                     "flash_attention_3", "varlen"] = "auto"
+        # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); auto: on a CUDA GPU with liger-kernel installed and
+        # a model family it covers. Off by default: on an H100 they made a Qwen2.5-0.5B-shaped model at 8k
+        # packed tokens slower (48.7k vs 51.0k tok/s with varlen attention; benchmarks/gpu_mfu.py)
+        liger: Literal["auto"] | bool = False
+        liger_fused_ce: bool = False  # Liger's fused linear cross-entropy too: less memory, slower (steps.apply_liger)
         num_processes: int = 1  # > 1: the stage runs itself under `accelerate launch` with this many processes
         accelerate_config: str | None = None  # an accelerate config file for that launch (configs/accelerate/)
         seed: int = 0
@@ -154,9 +160,17 @@ def encode_examples(tokenizer, examples: pa.Table, settings, stops: set[int]) ->
     return kept, dropped
 
 
-def build_loader(encoded: list[dict], settings, pad_id: int, one_row: bool):
-    """Padded batches of examples, or (``packing``) batches of packed sequences; returns (loader, packs)."""
-    if not settings.packing:
+def build_loader(encoded: list[dict], settings, pad_id: int, attn: str):
+    """Padded batches of examples, or (``packing``) batches of packed sequences; returns (loader, packs).
+
+    The flash kernels take the packs of a batch as one row; ``varlen`` takes even unpacked examples as one
+    row of sequences (padding-free), and its batches carry the sequence boundaries.
+    """
+    one_row = varlen = attn.startswith("flash") or attn == "varlen"
+    if not settings.packing and attn == "varlen":
+        collate = lambda features: pack_batch([[f] for f in features], pad_id, True, True)  # noqa: E731
+        items, packs = encoded, None
+    elif not settings.packing:
         collate = lambda features: pad_batch(features, pad_id)  # noqa: E731
         items, packs = encoded, None
     else:
@@ -166,9 +180,10 @@ def build_loader(encoded: list[dict], settings, pad_id: int, one_row: bool):
                              "a kept example might not fit any pack")
         packs = pack_examples([len(f["input_ids"]) for f in encoded], capacity)
         items = [[encoded[i] for i in pack] for pack in packs]
-        collate = lambda packed: pack_batch(packed, pad_id, one_row)  # noqa: E731
-    loader = torch.utils.data.DataLoader(items, batch_size=settings.batch_size,
-                                         sampler=EpochShuffle(len(items), settings.seed), collate_fn=collate)
+        collate = lambda packed: pack_batch(packed, pad_id, one_row, varlen)  # noqa: E731
+    loader = torch.utils.data.DataLoader(items, batch_size=settings.batch_size, collate_fn=collate,
+                                         sampler=EpochShuffle(len(items), settings.seed),
+                                         pin_memory=torch.cuda.is_available())  # async copies to the GPU
     return loader, packs
 
 
@@ -177,11 +192,22 @@ def build_loader(encoded: list[dict], settings, pad_id: int, one_row: bool):
 
 
 def attention_backend(requested: str) -> str:
-    """flash-attention's variable-length kernel where it exists (GPU + flash-attn package), else sdpa.
+    """A variable-length flash kernel on a GPU (the flash-attn package's, else PyTorch's own), else sdpa.
 
-    sdpa and eager get a block-diagonal mask for packed rows; the flash kernels take the packed examples
-    as one row of variable-length sequences (cu_seqlens from the position ids).
+    sdpa and eager get a block-diagonal mask for packed rows, which keeps sdpa off its flash kernel (a
+    masked kernel computes every pair of the row); the flash kernels take the packed examples as one row of
+    variable-length sequences and compute only each example's own causal triangle.
     """
+    from nt_sft.steps import register_varlen_attention, varlen_available
+
+    if requested == "varlen":
+        if not varlen_available():
+            from nt_sft import steps
+
+            why = steps.varlen_error or "no such GPU here"
+            raise ValueError("attn_implementation varlen needs a CUDA GPU (compute capability 8.0+) and a torch "
+                             f"with torch.nn.attention.varlen (2.10+) whose kernel runs here ({why})")
+        return register_varlen_attention()
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
@@ -189,15 +215,36 @@ def attention_backend(requested: str) -> str:
 
         if importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
+        if varlen_available():
+            return register_varlen_attention()
     return "sdpa"
 
 
-def load_student(student: str, settings, attn_implementation: str = "sdpa"):
-    """fp32 master weights (pure bf16 weights lose AdamW updates at lr 2e-5); LoRA adapters on top if asked."""
+def use_liger(setting, student: str) -> bool:
+    """Resolve the ``liger`` setting: auto means on wherever it can be; true where it cannot is an error."""
+    from transformers import AutoConfig
+
+    from nt_sft.steps import liger_supported
+
+    if setting is False:
+        return False
+    why_not = liger_supported(AutoConfig.from_pretrained(student).model_type)
+    if why_not and setting is True:
+        raise ValueError(f"liger is true but {why_not}")
+    return why_not is None
+
+
+def load_student(student: str, settings, attn_implementation: str = "sdpa", liger: bool = False):
+    """fp32 master weights (pure bf16 weights lose AdamW updates at lr 2e-5); Liger's kernels and LoRA
+    adapters on top if asked."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(student, dtype=torch.float32, attn_implementation=attn_implementation)
     model.config.use_cache = False
+    if liger:
+        from nt_sft.steps import apply_liger
+
+        apply_liger(model, settings.liger_fused_ce)
     if settings.gradient_checkpointing:  # newer transformers renamed gradient_checkpointing_enable
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -244,6 +291,9 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     from nt_harness.progress import Progress
 
     torch.set_num_threads(ctx.threads)
+    # packed batches differ in length every step: growable segments keep the CUDA caching allocator from
+    # fragmenting (PyTorch's CUDA memory-management notes); read when CUDA is first used in the process
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     set_seed(settings.seed)
     accelerator = make_accelerator(settings.mixed_precision)
     if accelerator.distributed_type == DistributedType.DEEPSPEED and settings.grad_accum > 1:
@@ -258,11 +308,12 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
         raise ValueError(f"all {examples.num_rows} examples are longer than max_length={settings.max_length}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     attn = attention_backend(settings.attn_implementation)
-    loader, packs = build_loader(encoded, settings, pad_id, one_row=attn.startswith("flash"))
+    liger = use_liger(settings.liger, student)
+    loader, packs = build_loader(encoded, settings, pad_id, attn)
 
     save_dtype = AutoConfig.from_pretrained(student).dtype or torch.float32  # the student's own dtype
     save_dtype = getattr(torch, save_dtype) if isinstance(save_dtype, str) else save_dtype
-    model = load_student(student, settings, attn)
+    model = load_student(student, settings, attn, liger)
     # each process takes every num_processes-th batch, the last ones topped up (Accelerate's even_batches)
     steps_per_epoch = math.ceil(math.ceil(len(loader) / accelerator.num_processes) / settings.grad_accum)
     total_steps = steps_per_epoch * settings.epochs
@@ -315,7 +366,11 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
         "final_loss": done.losses[-1],
         "loss_curve": done.losses,
         "processes": accelerator.num_processes,
+        # for the leaderboard's GPU-hours (wall time x GPUs): one GPU per process on CUDA
+        "device": accelerator.device.type,
+        "gpus": accelerator.num_processes if accelerator.device.type == "cuda" else 0,
         "attn_implementation": attn,
+        "liger": liger,
         # all non-padding tokens pushed through the model (all processes) per second of optimizer steps
         # (this run, so a resumed run counts only its own steps)
         "tokens_per_s": round(real_tokens / train_seconds, 1) if train_seconds else None,

@@ -22,9 +22,29 @@ def load_heldout(data_files: dict, **_unused):
     return datasets.DatasetDict(splits)
 
 
-def process_results(doc: dict, results: list[str]) -> dict:
-    """exact_match counts only a fully right answer; score keeps reasoning-gym's partial credit."""
-    if extract_answer(results[0]) is None:
-        return {"exact_match": 0.0, "score": 0.0, "no_answer": 1.0}
-    value = score(json.dumps({"dataset": doc["dataset"], "entry": json.loads(doc["entry"])}), results[0])
-    return {"exact_match": float(value >= 1.0), "score": value, "no_answer": 0.0}
+def keep_all(resps, docs):
+    """lm-eval filter that keeps every repeat of a doc (with `repeats` > 1 the score averages them)."""
+    return resps
+
+
+def _responses(results: list) -> list[str]:
+    """A doc's sampled responses: `keep_all` passes lm-eval's repeats as one list."""
+    first = results[0]
+    return list(first) if isinstance(first, (list, tuple)) else [first]
+
+
+def process_results(doc: dict, results: list) -> dict:
+    """Means over the doc's samples (one unless `repeats` is set): exact_match counts only a fully right
+    answer; score keeps reasoning-gym's partial credit; no_answer counts samples with none."""
+    entry = json.dumps({"dataset": doc["dataset"], "entry": json.loads(doc["entry"])})
+    samples = _responses(results)
+    exact = partial = missing = 0.0
+    for response in samples:
+        if extract_answer(response) is None:
+            missing += 1
+            continue
+        value = score(entry, response)
+        exact += float(value >= 1.0)
+        partial += value
+    n = len(samples)
+    return {"exact_match": exact / n, "score": partial / n, "no_answer": missing / n}
