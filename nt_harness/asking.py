@@ -13,13 +13,14 @@ from nt_harness.records import QUESTIONS
 
 
 def ask(ctx: Context, backend: dict, ids: list[str], prompts: list[str | None], parse: Callable[[str], object],
-        max_tokens: int, retries: int = 0, retry_temperature: float = 0.7) -> tuple[list, dict]:
+        max_tokens: int, retries: int = 0, retry_temperature: float = 0.7,
+        reply_prefix: str | None = None) -> tuple[list, dict]:
     """One reply per prompt from the teacher ``backend`` (a spec), parsed; None where a prompt is None.
 
     A reply ``parse`` returns None for is asked again, sampling with a fresh seed, at most ``retries``
     times, then left None and counted. Each attempt resumes from its own shards under ``ctx.scratch``.
-    The settings teachers share by convention (n, max_new_tokens / max_tokens, temperature, seed) are
-    set where the teacher has them. Returns the values and stats (asked, invalid, the teacher's stats
+    The settings teachers share by convention (n, max_new_tokens / max_tokens, temperature, seed, and
+    ``reply_prefix`` as the ``prefill`` the reply starts with) are set where the teacher has them. Returns the values and stats (asked, invalid, the teacher's stats
     per attempt).
     """
     teacher = ctx.build("teacher", backend, "backend")
@@ -31,6 +32,8 @@ def ask(ctx: Context, backend: dict, ids: list[str], prompts: list[str | None], 
         if not pending:
             break
         update = {"n": 1, "max_new_tokens": max_tokens, "max_tokens": max_tokens}
+        if reply_prefix is not None:
+            update["prefill"] = reply_prefix
         if attempt:
             update["temperature"] = max(getattr(teacher.settings, "temperature", 0.0), retry_temperature)
             update["seed"] = (getattr(teacher.settings, "seed", 0) or 0) + attempt

@@ -57,25 +57,26 @@ ALIASES = {
     "summary": "summarizing", "summarising": "summarizing",
 }
 
+# The text to annotate comes first and the instruction last: small models follow the last instruction
+# (SmolLM2-135M answered the question itself when the instruction came first).
 PROMPTS = {
     "topic": {"v1": (
-        "Classify the question below into exactly one of these domains: {labels}.\n"
-        "Reply with the domain name only.\n\nQuestion:\n{question}"
+        "Question:\n{question}\n\nDo not answer the question. Classify it into exactly one of these domains: "
+        "{labels}.\nReply with the domain name only."
     )},
     "strategies": {"v1": (
-        "Below are a question and a model's reasoning about it. Which of these reasoning strategies does the "
-        "reasoning use?\n{taxonomy}\n\nReply with the names of the strategies it uses, separated by commas, "
-        "or \"none\".\n\nQuestion:\n{question}\n\nReasoning:\n{thinking}"
+        "Question:\n{question}\n\nA model's reasoning about it:\n{thinking}\n\nWhich of these reasoning "
+        "strategies does the reasoning use?\n{taxonomy}\n\nReply with the names of the strategies it uses, "
+        "separated by commas, or \"none\"."
     )},
     "verbosity": {"v1": (
-        "Rate how verbose the reasoning below is, from 0 to 10: 0 means every step is needed and stated "
-        "once; 10 means it is full of repetition, restatements, needless re-checks and digressions.\n"
-        "Reply with the number only.\n\nQuestion:\n{question}\n\nReasoning:\n{thinking}"
+        "Question:\n{question}\n\nA model's reasoning about it:\n{thinking}\n\nRate how verbose the reasoning "
+        "is, from 0 to 10: 0 means every step is needed and stated once; 10 means it is full of repetition, "
+        "restatements, needless re-checks and digressions. Reply with the number only."
     )},
     "judge": {"v1": (
-        "Two final answers to the same question are given. Are they equivalent (the same answer, possibly "
-        "written differently)? Reply \"yes\" or \"no\" only.\n\nQuestion:\n{question}\n\n"
-        "Answer A:\n{answer}\n\nAnswer B:\n{other}"
+        "Question:\n{question}\n\nAnswer A:\n{answer}\n\nAnswer B:\n{other}\n\nAre answers A and B "
+        "equivalent (the same final answer, possibly written differently)? Reply \"yes\" or \"no\" only."
     )},
 }
 
@@ -144,6 +145,10 @@ class PromptedAnnotator(Annotator):
         retry_temperature: float = Field(0.7, ge=0)
         max_chars: int = Field(48_000, ge=256, description="longer thinking is clipped to its head and tail")
         only_complete: bool = Field(True, description="annotate only complete traces (others get null)")
+        # where the backend can prefill the reply (the local hf teacher): a small model then answers in the
+        # asked form instead of answering the question (SmolLM2-135M: 33 of 40 topic replies unreadable
+        # without it); servers without prefill ignore it
+        reply_prefix: str | None = None
 
     def __init__(self, settings=None, **kw):
         super().__init__(settings, **kw)
@@ -176,7 +181,8 @@ class PromptedAnnotator(Annotator):
             units = [r["trace_id"] for r in unit_rows]
         prompts = [None if (s.only_complete and not self.per_question and not r["complete"])
                    else self.render(r, template) for r in unit_rows]
-        values, stats = ask(ctx, s.backend, units, prompts, self.parse, s.max_tokens, s.retries, s.retry_temperature)
+        values, stats = ask(ctx, s.backend, units, prompts, self.parse, s.max_tokens, s.retries, s.retry_temperature,
+                            s.reply_prefix)
         ctx.stats.update(stats)
         if self.per_question:
             by_question = dict(zip(units, values))
@@ -205,6 +211,7 @@ class TopicAnnotator(PromptedAnnotator):
         # a question the source already labels keeps its label and costs no call (reasoning-gym's
         # categories); false asks about every question, which measures agreement with labels = "source"
         keep_source: bool = True
+        reply_prefix: str | None = "Domain:"
         max_tokens: int = Field(16, ge=1)
 
     def annotate(self, pool, ctx):
@@ -247,6 +254,7 @@ class StrategiesAnnotator(PromptedAnnotator):
     task = "strategies"
 
     class Settings(PromptedAnnotator.Settings):
+        reply_prefix: str | None = "Strategies used:"
         max_tokens: int = Field(64, ge=1)
 
     def render(self, row, template):
@@ -280,6 +288,7 @@ class VerbosityAnnotator(PromptedAnnotator):
     task = "verbosity"
 
     class Settings(PromptedAnnotator.Settings):
+        reply_prefix: str | None = "Verbosity score:"
         max_tokens: int = Field(8, ge=1)
 
     def render(self, row, template):
@@ -308,6 +317,7 @@ class JudgeAnnotator(PromptedAnnotator):
     task = "judge"
 
     class Settings(PromptedAnnotator.Settings):
+        reply_prefix: str | None = "Equivalent:"
         max_tokens: int = Field(8, ge=1)
         use_verifier: bool = Field(True, description="decide from grades when they settle it")
         max_chars: int = Field(4_000, ge=64, description="each answer is clipped to this")
