@@ -49,6 +49,11 @@ class Component:
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
 
+    # settings that change how fast or how politely a stage runs, never what it writes (concurrency,
+    # retries, rate limits, prices): left out of the cache key, so a run stopped and resumed with new
+    # ones finds its shards; the manifest still records them
+    execution: ClassVar[tuple[str, ...]] = ()
+
     class Settings(Settings):
         pass
 
@@ -57,6 +62,10 @@ class Component:
 
     def __repr__(self):
         return f"{self.kind}:{self.name}"
+
+    def key_settings(self) -> dict:
+        """The settings that make up the cache key: all but ``execution``."""
+        return self.settings.model_dump(mode="json", exclude=set(self.execution))
 
     def nested(self) -> dict[str, tuple[str, dict]]:
         """Components this one builds at run time with ``ctx.build``, as {setting: (kind, spec)}, so the

@@ -402,3 +402,12 @@ def test_annotators_ask_the_same_server_and_resume_from_its_shards(server_url, t
     again, stats = annotate(VerbosityAnnotator(backend=backend, retries=1))
     assert again.column("verbosity").to_pylist() == scores
     assert all(a["shards_resumed"] == a["shards"] for a in stats["backend_attempts"])
+
+
+def test_execution_settings_stay_out_of_the_cache_key():
+    """A run stopped and resumed with another concurrency or retry policy finds its shards."""
+    base = OpenAITeacher(model="m").key_settings()
+    assert OpenAITeacher(model="m", concurrency=64, max_retries=2, requests_per_minute=60).key_settings() == base
+    assert "concurrency" not in base and "temperature" in base
+    assert OpenAITeacher(model="m", temperature=0.1).key_settings() != base
+    assert OpenAITeacher(model="m", price_per_m_output=2.0).key_settings() != base  # written into cost_usd

@@ -67,6 +67,9 @@ class OpenAITeacher(Teacher):
     name = "openai"
     version = "1"
     description = "reasoning traces from any OpenAI-compatible server (DeepSeek, vLLM, SGLang, llama.cpp), resumable"
+    # prices stay in the key: each trace's cost_usd is written with it
+    execution = ("api_key_env", "concurrency", "max_retries", "backoff_s", "max_backoff_s", "timeout_s",
+                 "requests_per_minute", "tokens_per_minute", "max_failed_share")
 
     class Settings(Settings):
         base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's /v1 address (vLLM's default)")

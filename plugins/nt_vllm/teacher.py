@@ -52,6 +52,9 @@ class VLLMTeacher(Teacher):
     name = "vllm"
     version = "1"
     description = "reasoning traces from vLLM's offline engine (tensor parallel GPUs, or the CPU build), resumable"
+    # speed knobs, out of the cache key (tensor parallelism may change the last bits of GPU arithmetic)
+    execution = ("queued_sequences", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization",
+                 "enforce_eager")
 
     class Settings(Settings):
         model: str = Field(description="a local folder, a model alias (e.g. smollm2) or a hub id")
