@@ -50,8 +50,8 @@ class Component:
     description: ClassVar[str] = ""
 
     # settings that change how fast or how politely a stage runs, never what it writes (concurrency,
-    # retries, rate limits, prices): left out of the cache key, so a run stopped and resumed with new
-    # ones finds its shards; the manifest still records them
+    # retries, rate limits): left out of the cache key, so a run stopped and resumed with new ones finds
+    # its shards; the manifest still records them
     execution: ClassVar[tuple[str, ...]] = ()
 
     class Settings(Settings):
