@@ -38,11 +38,7 @@ def draw(summary: list[dict], folder: Path) -> list[str]:
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: {metric} (95% bootstrap CI)")
         ax.set_ylim(bottom=0)
-        fig.tight_layout()
-        path = folder / f"bars_{task}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        files.append(str(path))
+        files.append(str(_save(fig, folder / f"bars_{task}.png")))
         if len(budgets) > 1:
             files.append(str(_sweep(summary, task, metric, folder)))
     moded = dict.fromkeys(c["base"] for row in summary for c in row["tasks"].values()
@@ -78,11 +74,7 @@ def _modes(summary, base, folder: Path) -> Path:
     ax.set_ylabel(metric or "")
     ax.set_title(f"{base}: accuracy vs tokens by inference mode")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = folder / f"modes_{base}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, folder / f"modes_{base}.png")
 
 
 def _sweep(summary, task, metric, folder: Path) -> Path:
@@ -104,8 +96,11 @@ def _sweep(summary, task, metric, folder: Path) -> Path:
     ax.set_ylabel(metric)
     ax.set_title(f"{task}: data efficiency")
     ax.legend(fontsize=8)
+    return _save(fig, folder / f"sweep_{task}.png")
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = folder / f"sweep_{task}.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -192,8 +192,10 @@ class PromptedAnnotator(Annotator):
     def columns_of(self, pool: pa.Table, values: list, ctx: Context) -> pa.Table:
         raise NotImplementedError
 
-    def thinking(self, row: dict) -> str | None:
-        return clip(row["thinking"] or "", self.settings.max_chars)[0] or None
+    def render_thinking(self, row: dict, template: str, **fields) -> str | None:
+        """A prompt about a trace's (clipped) thinking; None for a trace without any."""
+        thinking = clip(row["thinking"] or "", self.settings.max_chars)[0]
+        return template.format(question=row["question"], thinking=thinking, **fields) if thinking else None
 
 
 class TopicAnnotator(PromptedAnnotator):
@@ -257,10 +259,9 @@ class StrategiesAnnotator(PromptedAnnotator):
         reply_prefix: str | None = "Strategies used:"
         max_tokens: int = Field(64, ge=1)
 
+
     def render(self, row, template):
-        thinking = self.thinking(row)
-        taxonomy = "\n".join(f"- {k}: {v}" for k, v in STRATEGIES.items())
-        return thinking and template.format(taxonomy=taxonomy, question=row["question"], thinking=thinking)
+        return self.render_thinking(row, template, taxonomy="\n".join(f"- {k}: {v}" for k, v in STRATEGIES.items()))
 
     def parse(self, reply):
         return parse_strategies(reply)
@@ -291,9 +292,9 @@ class VerbosityAnnotator(PromptedAnnotator):
         reply_prefix: str | None = "Verbosity score:"
         max_tokens: int = Field(8, ge=1)
 
+
     def render(self, row, template):
-        thinking = self.thinking(row)
-        return thinking and template.format(question=row["question"], thinking=thinking)
+        return self.render_thinking(row, template)
 
     def parse(self, reply):
         return parse_score(reply)
