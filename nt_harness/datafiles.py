@@ -36,15 +36,18 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def rows(source: str, name: str, split: str = "train", config: str | None = None) -> Iterator[tuple[str, dict]]:
-    """(where, row) from a local file, else from a hub dataset id (only when a hub is reachable)."""
+    """(where, row) from a local file; else through ``datasets.load_dataset`` from a local folder (a clone of
+    the dataset's hub repo, for machines behind a firewall: its README's configs apply) or a hub dataset id
+    (when a hub is reachable, or cached)."""
     path = Path(source).expanduser()
-    if path.exists():
+    if path.is_file():
         yield from ((f"{path}: row {i}", row) for i, row in read_rows(path))
         return
     hub_id = "/" in source.strip("/") and not path.is_absolute()  # e.g. GAIR/LIMO
-    if path.suffix in (".jsonl", ".json", ".parquet") or not hub_id:
+    if not path.is_dir() and (path.suffix in (".jsonl", ".json", ".parquet") or not hub_id):
         raise SpecError(f"source {name}: no such file {path} (give source.path=FILE.jsonl|.parquet)")
     from datasets import load_dataset
 
-    for i, row in enumerate(load_dataset(source, config, split=split), 1):
-        yield f"{source}[{split}]: row {i}", row
+    where = str(path) if path.is_dir() else source
+    for i, row in enumerate(load_dataset(where, config, split=split), 1):
+        yield f"{where}[{config or 'default'}/{split}]: row {i}", row

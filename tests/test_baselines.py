@@ -253,6 +253,45 @@ def test_parquet_files_read_like_jsonl(tmp_path, ctx):
     assert a.select(["question", "thinking", "answer"]).equals(b.select(["question", "thinking", "answer"]))
 
 
+# The layout of the OpenThoughts-114k hub repo (two configs declared in its README), as `git clone` leaves it
+REPO_README = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+- config_name: metadata
+  data_files:
+  - split: train
+    path: metadata/train-*
+---
+"""
+
+
+def test_a_local_clone_of_the_hub_repo_loads_through_datasets_with_its_configs(tmp_path, ctx, monkeypatch):
+    """The hub id path runs `datasets.load_dataset` too; only the download is not exercised (no hub here)."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "OpenThoughts-114k"
+    for config, name in (("data", "openthoughts_114k.jsonl"), ("metadata", "openthoughts_114k_metadata.jsonl")):
+        (repo / config).mkdir(parents=True)
+        rows = [json.loads(line) for line in (DATA / name).open()]
+        pq.write_table(pa.Table.from_pylist(rows), repo / config / "train-00000-of-00001.parquet")
+    (repo / "README.md").write_text(REPO_README)
+    columns = ["question", "thinking", "answer", "reference", "topic", "source"]
+    for config, name in ((None, "openthoughts_114k.jsonl"), ("metadata", "openthoughts_114k_metadata.jsonl")):
+        cloned = load(OpenThoughtsReleasedSource, repo, ctx, config=config)
+        assert cloned.select(columns).equals(load(OpenThoughtsReleasedSource, DATA / name, ctx).select(columns))
+    # a bad row in a clone is named by folder, config, split and row
+    bad = tmp_path / "bad"
+    (bad / "data").mkdir(parents=True)
+    rows = [json.loads(line) for line in (DATA / "openthoughts_malformed.jsonl").open()]
+    pq.write_table(pa.Table.from_pylist(rows), bad / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(MalformedRow, match=rf"{bad}\[default/train\]: row 2: response has <\|begin_of_thought"):
+        load(OpenThoughtsReleasedSource, bad, ctx)
+
+
 @pytest.mark.parametrize("cls,name,message", [
     (LimoReleasedSource, "limo_malformed.jsonl", "row 2: `answer` must be a non-empty string"),
     (OpenThoughtsReleasedSource, "openthoughts_malformed.jsonl", "row 2: response has <|begin_of_thought|> but no"),

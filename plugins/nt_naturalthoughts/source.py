@@ -72,10 +72,10 @@ def check_row(row, where: str) -> tuple[str, str, list[dict]]:
 class NaturalReasoningSource(Source):
     name = "natural_reasoning"
     version = "1"
-    description = "NaturalReasoning questions (local JSONL/Parquet, or a hub dataset id when a hub is reachable)"
+    description = "NaturalReasoning questions (local JSONL/Parquet or repo clone, or the hub dataset id)"
 
     class Settings(Settings):
-        path: str  # a .jsonl/.parquet file, or a datasets id such as facebook/natural_reasoning
+        path: str  # a .jsonl/.parquet file, a local clone of the hub repo, or facebook/natural_reasoning
         split: str = "train"  # for a hub dataset
         limit: int | None = Field(None, ge=1)  # the first N distinct questions
         system1_model: str = "Llama3.3-70B-Instruct"  # whose response is the System-1 answer (§3.2)

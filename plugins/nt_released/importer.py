@@ -1,9 +1,10 @@
 """Released trace sets (LIMO, s1K, OpenThoughts, ...) as sources whose rows already carry a trace.
 
-A ``ReleasedSource`` reads a local JSONL/Parquet file (or a hub dataset id when a hub is reachable) and
-maps each row, through its subclass's ``parse_row``, to a question plus the trace columns ``thinking``,
-``answer`` and ``teacher``; the `released` teacher then passes those traces through unchanged, so a
-released set runs through the same annotators, selectors, trainer and benchmarks as a generated pool.
+A ``ReleasedSource`` reads a local JSONL/Parquet file (or, through HF datasets, a local clone of the hub
+repo or a hub dataset id) and maps each row, through its subclass's ``parse_row``, to a question plus the
+trace columns ``thinking``, ``answer`` and ``teacher``; the `released` teacher then passes those traces
+through unchanged, so a released set runs through the same annotators, selectors, trainer and benchmarks
+as a generated pool.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class ReleasedSource(Source):
     dataset = ""  # the hub id of the released set, for messages
 
     class Settings(Settings):
-        path: str = Field(description="a .jsonl/.parquet file, or a hub dataset id when a hub is reachable")
+        path: str = Field(description="a .jsonl/.parquet file, a local clone of the hub repo, or a hub dataset id")
         split: str = "train"  # for a hub dataset
         config: str | None = None  # for a hub dataset with several configs (OpenThoughts-114k: "metadata")
         limit: int | None = Field(None, ge=1, description="the first N rows")
