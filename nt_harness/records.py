@@ -75,3 +75,12 @@ def conform(table: pa.Table, schema: pa.Schema, where: str) -> pa.Table:
         if name not in schema.names:
             ordered = ordered.append_column(name, table.column(name))
     return ordered
+
+
+def first_rows(pool: pa.Table) -> tuple[list[str], list[int]]:
+    """Question ids in pool order and the row of each one's first trace: a per-question annotator (topic,
+    embedding, System-1 answer) asks about each question once however many traces it has."""
+    first: dict[str, int] = {}
+    for i, qid in enumerate(pool.column("question_id").to_pylist()):
+        first.setdefault(qid, i)
+    return list(first), list(first.values())

@@ -13,7 +13,7 @@ from pydantic import Field
 from nt_harness.asking import ask
 from nt_harness.components import Annotator, Context, Settings
 from nt_harness.progress import Progress
-from nt_harness.records import QUESTIONS
+from nt_harness.records import QUESTIONS, first_rows
 from nt_hf.generation import ChatModel, Sampling
 from nt_harness.shards import run_sharded
 
@@ -50,12 +50,9 @@ class System1Annotator(Annotator):
 
     def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings
-        first_row: dict[str, int] = {}
-        for i, qid in enumerate(pool.column("question_id").to_pylist()):
-            first_row.setdefault(qid, i)
-        questions = pool.take(list(first_row.values())).select(QUESTIONS.names)
+        qids, rows = first_rows(pool)
+        questions = pool.take(rows).select(QUESTIONS.names)
         texts = questions.column("question").to_pylist()
-        qids = list(first_row)
         if s.backend:
             prompts = [f"{s.system_prompt}\n\n{t}" if s.system_prompt else t for t in texts]
             answers, stats = ask(ctx, s.backend, qids, prompts, lambda reply: reply.strip(), s.max_new_tokens)

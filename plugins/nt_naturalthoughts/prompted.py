@@ -25,7 +25,7 @@ from pydantic import Field
 
 from nt_harness.components import Annotator, Context, Settings
 from nt_harness.asking import ask
-from nt_naturalthoughts.annotators import first_rows
+from nt_harness.records import first_rows
 
 # The 13 top-level domains NaturalThoughts reports its topic annotation over (§3.2, Figure 2).
 PAPER_DOMAINS = ("Engineering", "Philosophy", "Medicine", "Economics", "Science", "Law", "History", "Education",
@@ -250,8 +250,8 @@ class TopicAnnotator(PromptedAnnotator):
 
 class StrategiesAnnotator(PromptedAnnotator):
     name = "strategies"
-    version = "1"
-    description = "LLM-labelled reasoning strategies per trace (taxonomy of 12), their count and density per 1k tokens"
+    version = "2"  # 2: density per thinking token, not per completion token
+    description = "LLM-labelled reasoning strategies per trace (taxonomy of 12), count, density per 1k thinking tokens"
     columns = ("strategies", "strategy_count", "strategy_density")
     task = "strategies"
 
@@ -268,8 +268,12 @@ class StrategiesAnnotator(PromptedAnnotator):
 
     def columns_of(self, pool, values, ctx):
         count = np.array([np.nan if v is None else len(v) for v in values])
-        # density: distinct strategies per 1k tokens of the teacher's completion (thinking + a short answer)
+        # density: distinct strategies per 1k thinking tokens (NaturalThoughts §3.2). The pool has the teacher's
+        # own count of completion tokens (thinking + answer); thinking gets its share of them by characters
         tokens = pool.column("completion_tokens").to_numpy(zero_copy_only=False).astype(float)
+        thinking = np.array([len(t or "") for t in pool.column("thinking").to_pylist()], float)
+        answer = np.array([len(a or "") for a in pool.column("answer").to_pylist()], float)
+        tokens = tokens * np.divide(thinking, thinking + answer, out=np.zeros_like(thinking), where=thinking + answer > 0)
         density = np.where(tokens > 0, count / np.maximum(tokens, 1) * 1000, np.nan)
         ctx.stats["strategy_count_histogram"] = {int(k): int(n) for k, n in
                                                  zip(*np.unique(count[~np.isnan(count)], return_counts=True))}
