@@ -183,3 +183,12 @@ def test_no_think_on_a_chat_completions_server(tiny_llama, tmp_path, smollm2_ser
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     tokens = pq.read_table(ctx.out / "samples.parquet").column("response_tokens").to_pylist()
     assert tokens == [len(tokenizer(r[len(prefill):], add_special_tokens=False).input_ids) for r in responses]
+
+
+def test_lmeval_think_end_token_is_refused_with_the_reason():
+    """lm-eval would keep a response whose thinking never closed whole and score it as an answer."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="think_end_token: the tasks read the answer after </think>"):
+        LMEvalBenchmark(model_args={"think_end_token": "</think>"})
+    assert LMEvalBenchmark(model_args={"enable_thinking": False}).settings.model_args == {"enable_thinking": False}

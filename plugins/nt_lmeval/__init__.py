@@ -136,6 +136,9 @@ class LMEvalBenchmark(Benchmark):
             owned = sorted(set(args) & OWNED_MODEL_ARGS)
             if owned:
                 raise ValueError(f"{', '.join(owned)}: set through the benchmark's own settings, not model_args")
+            if "think_end_token" in args:
+                raise ValueError("think_end_token: the tasks read the answer after </think> themselves (see "
+                                 "nt_lmeval.reasoning); lm-eval's would score cut-off thinking as an answer")
             return args
 
         @field_validator("modes")

@@ -4,7 +4,10 @@ this module, so the six presets extract answers one way).
 Protocol (NaturalThoughts, arXiv 2507.01921 §4 "Evaluation"): the answer is read only after the thinking
 ends; a response whose thinking never closed (truncated) has no answer, counts as wrong, and is counted
 in its own `no_answer` metric. Math answers are the last `\\boxed{}` checked with math-verify; multiple
-choice answers are a letter.
+choice answers are a letter. The tasks do this themselves, on the whole response, instead of through lm-eval's
+`think_end_token` model argument: lm-eval 0.4.13 keeps a response with no end of thinking whole (so cut-off
+thinking would be scored as an answer) and drops the thinking from the samples it stores (which the
+generated-token counts and `no_answer` need).
 
 Local data, one mechanism for every preset: lm-eval's task metadata key `local_data`, a mapping from
 task name to a local file (.jsonl, .json, .csv or .parquet with the hub dataset's own columns):
