@@ -493,13 +493,131 @@ def test_accelerate_launch_with_two_processes_matches_one_process(tiny, tmp_path
     settings = dict(epochs=2, lr=1e-3, mixed_precision="no", seed=3)
     one = SFTTrainer(batch_size=4, **settings).train(make_examples(8), tiny, context(tmp_path / "one"))
     two = SFTTrainer(batch_size=2, num_processes=2, **settings).train(make_examples(8), tiny, context(tmp_path / "two"))
-    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["processes"] == 2 and one["processes"] == 1 and two["distributed"] == "MULTI_CPU"
     assert two["steps"] == one["steps"] == 4
     assert two["train_tokens"] == one["train_tokens"]
     assert two["loss_curve"] == pytest.approx(one["loss_curve"], rel=1e-5)
     wa, wb = weights(tmp_path / "one" / "out" / "model"), weights(tmp_path / "two" / "out" / "model")
     for name in wa:
         assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+
+
+# --- sharded training: the shipped FSDP2 and DeepSpeed ZeRO-3 configs, on CPU processes -----------------
+
+SHARDED_WORKER = """
+\"\"\"nt_sft.launch (the by-hand route of a multi-node run) on CPU processes, with an FSDP or DeepSpeed config.
+
+Accelerate 1.15 (state.py) enables FSDP only from a GPU-type state and DeepSpeed only when not on CPU: without
+GPUs the trainer would run plain DDP. Two shims, for this test only: FSDP gets its plugin (read from the
+launcher's FSDP_* variables) on the gloo MULTI_CPU state; DeepSpeed gets a gloo process group before the trainer
+builds its Accelerator. Everything else (prepare, clipping, save_state, load_state, the gathered save) is the
+trainer's and Accelerate's own code. STOP_AFTER=n SIGKILLs every rank as step n+1 starts.
+\"\"\"
+import os, signal
+
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+import nt_sft.steps as steps
+import nt_sft.trainer as trainer
+
+if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+    PartialState(backend="gloo")
+
+
+def make_accelerator(mixed_precision):
+    accelerator = steps.make_accelerator(mixed_precision)
+    if accelerator.distributed_type == DistributedType.MULTI_CPU and os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        accelerator.state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    return accelerator
+
+
+stop, started = int(os.environ.get("STOP_AFTER", 0)), 0
+
+
+def optimizer_step(*args, **kwargs):
+    global started
+    if stop and started == stop:
+        os.kill(os.getpid(), signal.SIGKILL)
+    started += 1
+    return steps.optimizer_step(*args, **kwargs)
+
+
+trainer.make_accelerator, trainer.optimizer_step = make_accelerator, optimizer_step
+from nt_sft.launch import main
+
+main()
+"""
+
+
+def launch_sharded(kind: str, tiny: str, work: Path, settings: dict, stop_after: int = 0):
+    """``accelerate launch --config_file configs/accelerate/<kind>.yaml`` (the shipped file) with 2 CPU processes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from nt_sft.trainer import free_port
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / f"{kind}.yaml"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "worker.py").write_text(SHARDED_WORKER)
+    pq.write_table(make_examples(8), work / "examples.parquet")
+    (work / "settings.json").write_text(json.dumps(settings))
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update(OMP_NUM_THREADS="1", STOP_AFTER=str(stop_after), DS_ACCELERATOR="cpu")
+    if kind == "fsdp":
+        env["ACCELERATE_USE_CPU"] = "1"  # gloo CPU processes (MULTI_CPU), as the trainer's own launch sets it
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+               "--num_processes", "2", "--num_machines", "1", "--main_process_port", str(free_port()),
+               str(work / "worker.py"), "--examples", str(work / "examples.parquet"), "--student", tiny,
+               "--out", str(work / "out"), "--scratch", str(work / "scratch"), "--threads", "1",
+               "--settings", str(work / "settings.json"), "--stats", str(work / "stats.json")]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fsdp", "deepspeed_zero3"])
+def test_sharded_training_resumes_and_matches_one_process(kind, tiny, tmp_path):
+    """The shipped FSDP2 / ZeRO-3 config on 2 CPU processes (batch 1 each), SIGKILLed after step 5 and relaunched,
+    resumes from its sharded checkpoint of step 3 and ends where one process with batch 2 does; the gathered final
+    model is a plain folder that transformers loads with the full shapes, tied weights written once."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    if kind.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    settings = dict(epochs=2, lr=1e-3, mixed_precision="no", seed=3)
+    one = SFTTrainer(batch_size=2, **settings).train(make_examples(8), tiny, context(tmp_path / "one"))
+    sharded = dict(batch_size=1, save_every_steps=3, **settings)
+
+    killed = launch_sharded(kind, tiny, tmp_path / "two", sharded, stop_after=5)
+    assert killed.returncode != 0, killed.stderr[-3000:]
+    checkpoint = tmp_path / "two" / "scratch" / "checkpoint"
+    shard = {"fsdp": "pytorch_model_fsdp_0/__1_0.distcp",  # torch.distributed.checkpoint, one file per rank
+             "deepspeed_zero3": "pytorch_model/zero_pp_rank_1_mp_rank_00_optim_states.pt"}[kind]
+    assert (checkpoint / shard).exists(), sorted(p.name for p in checkpoint.rglob("*"))
+    assert not (tmp_path / "two" / "out" / "model").exists()
+
+    resumed = launch_sharded(kind, tiny, tmp_path / "two", sharded)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "stats.json").read_text())
+    assert two["distributed"] == {"fsdp": "FSDP", "deepspeed_zero3": "DEEPSPEED"}[kind] and two["processes"] == 2
+    assert two["resumed_from_step"] == 3 and two["steps"] == one["steps"] == 8
+    assert two["train_tokens"] == one["train_tokens"]
+    assert two["loss_curve"] == pytest.approx(one["loss_curve"], rel=1e-5)
+    wa, wb = weights(tmp_path / "one" / "out" / "model"), weights(tmp_path / "two" / "out" / "model")
+    assert wa.keys() == wb.keys()  # lm_head, tied to embed_tokens, is not written a second time
+    for name in wa:
+        assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "out" / "model").state_dict()
+    student = AutoModelForCausalLM.from_pretrained(tiny).state_dict()
+    assert {k: v.shape for k, v in loaded.items()} == {k: v.shape for k, v in student.items()}
 
 
 # --- GPU paths: PyTorch's varlen flash kernel and Liger (plumbing on CPU, kernels under -m gpu) -----

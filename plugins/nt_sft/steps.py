@@ -143,11 +143,16 @@ class EpochShuffle(torch.utils.data.Sampler):
 
 
 def build_optimizer(model, settings, fused: bool) -> torch.optim.AdamW:
-    """AdamW; as in the HF Trainer, biases and norm weights (1-D tensors) get no weight decay."""
+    """AdamW; as in the HF Trainer, biases and norm weights (1-D tensors) get no weight decay.
+
+    A parameter loaded under DeepSpeed ZeRO-3 (``zero3_init_flag``) is an empty 1-D partition whose real shape
+    is ``ds_shape``: read by ``p.ndim`` every weight would lose its decay, and DeepSpeed would drop the empty group.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    matrix = [len(getattr(p, "ds_shape", p.shape)) >= 2 for p in params]
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for p, m in zip(params, matrix) if m], "weight_decay": settings.weight_decay},
+        {"params": [p for p, m in zip(params, matrix) if not m], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, settings.adam_beta2), fused=fused)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import socket
@@ -47,6 +48,8 @@ from nt_sft.steps import (  # noqa: F401  (re-exported: the tests and benchmarks
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+log = logging.getLogger("nt_harness")
 
 
 class SFTTrainer(Trainer):
@@ -299,6 +302,12 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     if accelerator.distributed_type == DistributedType.DEEPSPEED and settings.grad_accum > 1:
         # DeepSpeed steps its optimizer inside every backward; this loop's window would step it each micro-batch
         raise ValueError("with DeepSpeed use grad_accum 1 (raise batch_size or processes instead)")
+    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED) and any(
+            os.environ.get(f"ACCELERATE_USE_{k}", "").lower() == "true" for k in ("FSDP", "DEEPSPEED")):
+        # Accelerate (1.15, state.py) enables FSDP only from a GPU-type state and DeepSpeed only off `cpu`: CPU
+        # processes (ACCELERATE_USE_CPU, which launch_processes sets without CUDA) silently run plain DDP
+        log.warning("sft: an FSDP/DeepSpeed accelerate config without GPUs runs as %s: nothing is sharded",
+                    accelerator.distributed_type.value)
 
     tokenizer = AutoTokenizer.from_pretrained(student)
     if not tokenizer.chat_template:
@@ -366,6 +375,7 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
         "final_loss": done.losses[-1],
         "loss_curve": done.losses,
         "processes": accelerator.num_processes,
+        "distributed": accelerator.distributed_type.value,  # NO, MULTI_CPU, MULTI_GPU (DDP), FSDP, DEEPSPEED
         # for the leaderboard's GPU-hours (wall time x GPUs): one GPU per process on CUDA
         "device": accelerator.device.type,
         "gpus": accelerator.num_processes if accelerator.device.type == "cuda" else 0,
@@ -466,6 +476,11 @@ def save_model(accelerator, model, tokenizer, lora: bool, dtype, student: str, o
     model.config.use_cache = True
     if state is None:
         model.to(dtype).save_pretrained(out / "model")
-    else:
-        model.save_pretrained(out / "model", state_dict={k: v.to(dtype) for k, v in state.items()})
+    else:  # the gather copies tied weights (lm_head, embed_tokens) apart: share them again, so that save_pretrained
+        first = {}  # (which dedups by storage) writes one, as an unsharded save does
+        state = {k: v.to(dtype) for k, v in state.items()}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if name in state:
+                state[name] = state[first.setdefault(id(param), name)]
+        model.save_pretrained(out / "model", state_dict=state)
     tokenizer.save_pretrained(out / "model")
