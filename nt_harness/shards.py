@@ -12,6 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def shard_path(scratch: Path, i: int) -> Path:
+    """Where batch i's shard lives (a data-parallel caller watches these appear)."""
+    return scratch / f"batch-{i:06d}.parquet"
+
+
 def read_shard(path: Path, schema: pa.Schema) -> pa.Table | None:
     """The shard's rows, or None when it is missing or was written with another schema."""
     try:
@@ -28,6 +33,7 @@ def run_sharded(
     advance: Callable[..., None] = lambda n=1, info=None: None,
     redo: Callable[[pa.Table], bool] | None = None,
     plan: Callable[[dict[int, pa.Table | None]], None] | None = None,
+    only: set[int] | None = None,
 ) -> tuple[pa.Table, int]:
     """Run ``run_batch(i)`` for every batch whose shard is missing; return all rows in batch order and how
     many batches were reused. ``batches[i]`` lists the ``trace_id`` values batch i must produce: a shard
@@ -36,28 +42,34 @@ def run_sharded(
     ``redo(shard)`` marks a finished shard to run again (an API teacher's requests that failed after their
     retries). ``plan(todo)`` is called once before any batch runs with {batch index: its shard when it is
     being redone, else None}, so a caller can start every request at once and keep a redone shard's good
-    rows."""
+    rows.
+
+    ``only`` limits the run to those batch indices (a data-parallel replica's share of a folder that several
+    processes fill at once): the others are neither read nor run, and the rows and the reused count returned
+    are those of ``only``'s batches."""
     scratch.mkdir(parents=True, exist_ok=True)
-    shards = [scratch / f"batch-{i:06d}.parquet" for i in range(len(batches))]
-    tables: list[pa.Table | None] = []
+    mine = [i for i in range(len(batches)) if only is None or i in only]
+    tables: dict[int, pa.Table | None] = {}
     todo: dict[int, pa.Table | None] = {}
-    for i, (ids, shard) in enumerate(zip(batches, shards)):
-        table = read_shard(shard, schema)
-        if table is None or table.column("trace_id").to_pylist() != ids:
+    for i in mine:
+        table = read_shard(shard_path(scratch, i), schema)
+        if table is None or table.column("trace_id").to_pylist() != batches[i]:
             todo[i] = None
             table = None
         elif redo is not None and redo(table):
             todo[i] = table
             table = None
-        tables.append(table)
+        tables[i] = table
     if plan is not None:
         plan(todo)
-    for i, ids in enumerate(batches):
+    for i in mine:
         if i in todo:
             table = run_batch(i).cast(schema)
-            tmp = shards[i].with_name(shards[i].name + ".tmp")
+            shard = shard_path(scratch, i)
+            tmp = shard.with_name(shard.name + ".tmp")
             pq.write_table(table, tmp)
-            os.replace(tmp, shards[i])
+            os.replace(tmp, shard)
             tables[i] = table
-        advance(len(ids))
-    return pa.concat_tables(tables) if tables else schema.empty_table(), len(batches) - len(todo)
+        advance(len(batches[i]))
+    done = [tables[i] for i in mine]
+    return pa.concat_tables(done) if done else schema.empty_table(), len(mine) - len(todo)

@@ -24,8 +24,9 @@ from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES, question_id
 from nt_harness.seeds import request_seed
+from nt_harness.shards import run_sharded
 from nt_lmeval import LMEvalBenchmark
-from nt_vllm.teacher import MISSING, VLLMTeacher, read_completion
+from nt_vllm.teacher import MISSING, VLLMTeacher, read_completion, replica_devices, visible_gpus
 
 
 def question_table(k: int = 3) -> pa.Table:
@@ -65,6 +66,12 @@ def test_missing_vllm_names_the_extra(tmp_path, monkeypatch):
     assert "nt_vllm.cpu_venv" in str(e.value) and MISSING in str(e.value)
 
 
+def fake_rows(questions: pa.Table) -> list[dict]:
+    return [{**q, "trace_id": f"{q['question_id']}/{k}", "teacher": "m", "sample": k, "thinking": "t", "answer": "a",
+             "complete": True, "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 3}
+            for q in questions.to_pylist() for k in range(2)]
+
+
 def test_fully_resumed_run_needs_no_engine(tmp_path, monkeypatch):
     """Shards already in scratch are the result: no vLLM import, no model load."""
     monkeypatch.setitem(sys.modules, "vllm", None)
@@ -72,15 +79,68 @@ def test_fully_resumed_run_needs_no_engine(tmp_path, monkeypatch):
     teacher = VLLMTeacher(model="m", n=2, shard_requests=2)
     ctx = make_ctx(tmp_path)
     ctx.scratch.mkdir(parents=True)
-    rows = [{**q, "trace_id": f"{q['question_id']}/{k}", "teacher": "m", "sample": k, "thinking": "t", "answer": "a",
-             "complete": True, "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 3}
-            for q in questions.to_pylist() for k in range(2)]
+    rows = fake_rows(questions)
     # 3 requests (n=2 each) in shards of 2 requests: 4 + 2 traces
     pq.write_table(pa.Table.from_pylist(rows[:4], schema=TRACES), ctx.scratch / "batch-000000.parquet")
     pq.write_table(pa.Table.from_pylist(rows[4:], schema=TRACES), ctx.scratch / "batch-000001.parquet")
     table = teacher.generate(questions, ctx)
     assert table.to_pylist() == rows
     assert ctx.stats["shards_resumed"] == 2 and ctx.stats["generated_tokens"] == 0
+
+
+def test_replicas_get_consecutive_gpus(monkeypatch):
+    """Replica r of a data-parallel teacher runs on visible GPUs r*TP .. (r+1)*TP-1, named as the parent sees them."""
+    assert replica_devices(2, 2, ["0", "1", "2", "3"]) == [["0", "1"], ["2", "3"]]
+    assert replica_devices(3, 1, ["4", "6", "7", "5"]) == [["4"], ["6"], ["7"]]  # a spare GPU stays unused
+    with pytest.raises(RuntimeError, match="data_parallel_size 2 x tensor_parallel_size 2 needs 4 GPUs, 3 visible"):
+        replica_devices(2, 2, ["0", "1", "2"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 1,GPU-5f2e")
+    assert visible_gpus() == ["3", "1", "GPU-5f2e"]
+
+
+def test_too_few_gpus_fail_before_any_replica_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr(VLLMTeacher, "_device", staticmethod(lambda: "cuda"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    ctx = make_ctx(tmp_path)
+    with pytest.raises(RuntimeError, match="needs 4 GPUs, 3 visible"):
+        VLLMTeacher(model="m", tensor_parallel_size=2, data_parallel_size=2).generate(question_table(), ctx)
+    assert not ctx.scratch.exists()  # nothing started, nothing written
+
+
+def test_run_sharded_only_runs_its_share(tmp_path):
+    """A replica's run_sharded reads and runs only its own batches, and returns only their rows."""
+    batches = [[f"q{i}/0"] for i in range(4)]
+    table = lambda i: pa.Table.from_pylist([{"trace_id": f"q{i}/0"}])  # noqa: E731
+    pq.write_table(table(1), tmp_path / "batch-000001.parquet")
+    ran = []
+    run = lambda i: ran.append(i) or table(i)  # noqa: E731
+    schema = pa.schema([("trace_id", pa.string())])
+    rows, reused = run_sharded(batches, tmp_path, run, schema, only={1, 3})
+    assert ran == [3] and reused == 1 and rows.column("trace_id").to_pylist() == ["q1/0", "q3/0"]
+    assert sorted(p.name for p in tmp_path.glob("batch-*")) == ["batch-000001.parquet", "batch-000003.parquet"]
+    rows, reused = run_sharded(batches, tmp_path, run, schema)  # the other replica's share, then all
+    assert ran == [3, 0, 2] and reused == 2 and rows.column("trace_id").to_pylist() == [f"q{i}/0" for i in range(4)]
+
+
+def test_data_parallel_replicas_fail_loudly_and_resume(tmp_path, monkeypatch):
+    """D = 2 spawns two replica processes sharing the scratch folder (no vLLM here: a replica with a shard to
+    generate fails, naming itself; with every shard on disk both finish without an engine and the parent reads the
+    pool back in order)."""
+    monkeypatch.setattr("nt_vllm.teacher.has_vllm", lambda: True)
+    monkeypatch.setattr(VLLMTeacher, "_device", staticmethod(lambda: "cpu"))
+    questions = question_table(3)
+    teacher = VLLMTeacher(model="m", n=2, shard_requests=2, data_parallel_size=2)
+    ctx = make_ctx(tmp_path)
+    ctx.scratch.mkdir(parents=True)
+    rows = fake_rows(questions)
+    pq.write_table(pa.Table.from_pylist(rows[:4], schema=TRACES), ctx.scratch / "batch-000000.parquet")
+    with pytest.raises(RuntimeError, match="replica 1 exited with code 1"):  # shard 1 is replica 1's: no vLLM
+        teacher.generate(questions, ctx)
+    assert (ctx.scratch / "batch-000000.parquet").exists() and not (ctx.scratch / "batch-000001.parquet").exists()
+    pq.write_table(pa.Table.from_pylist(rows[4:], schema=TRACES), ctx.scratch / "batch-000001.parquet")
+    table = teacher.generate(questions, ctx)
+    assert table.to_pylist() == rows
+    assert ctx.stats["shards"] == 2 and ctx.stats["shards_resumed"] == 2 and ctx.stats["generated_tokens"] == 0
 
 
 def test_cut_off_thinking_is_incomplete_with_no_answer():
@@ -192,6 +252,7 @@ def teacher_entry(workdir: Path) -> tuple[pa.Table, dict]:
 
 @pytest.mark.slow
 def test_vllm_cpu_killed_and_resumed_equals_uninterrupted(vllm_python, resolve, tmp_path):
+    """Killed and resumed == uninterrupted == two data-parallel replicas, column for column."""
     model = resolve("smollm2")  # a dequantized HF folder: vLLM does not take the wheel's GGUF
     profile = tmp_path / "profile.toml"
     profile.write_text(PROFILE.format(model=model))
@@ -244,6 +305,21 @@ def test_vllm_cpu_killed_and_resumed_equals_uninterrupted(vllm_python, resolve, 
     assert resumed.equals(uninterrupted), [
         (a["trace_id"], a["thinking"][:60], b["thinking"][:60])
         for a, b in zip(resumed.to_pylist(), rows) if a != b][:3]
+
+    # 4. data parallel: two engine replicas, each generating every other shard, in a fresh workdir: the same pool
+    parallel_profile = tmp_path / "parallel.toml"
+    parallel_profile.write_text(profile.read_text().replace("[teacher]\n", "[teacher]\ndata_parallel_size = 2\n"))
+    parallel = tmp_path / "parallel"
+    started = time.perf_counter()
+    finish(cli(vllm_python, parallel, parallel_profile), parallel)
+    replicated, manifest = teacher_entry(parallel)
+    print(f"data_parallel_size = 2: {time.perf_counter() - started:.1f} s, teacher stats {manifest['stats']}")
+    stats = manifest["stats"]
+    assert stats["shards"] == total and stats["shards_resumed"] == 0 and stats["device"] == "cpu"
+    assert stats["generated_tokens"] == sum(r["completion_tokens"] for r in rows)
+    assert replicated.equals(uninterrupted), [
+        (a["trace_id"], a["thinking"][:60], b["thinking"][:60])
+        for a, b in zip(replicated.to_pylist(), rows) if a != b][:3]
 
 
 # --- slow: the lmeval benchmark on lm-eval's vllm backend --------------------------------------------------------

@@ -12,12 +12,28 @@ batch, so a resumed run samples what an uninterrupted one would (vLLM gives the 
 request seeds seed, seed+1, ...). Equality also needs numerics that do not depend on the batch: on
 the CPU build a killed-and-resumed pool equals an uninterrupted one (tests/test_vllm.py); on GPUs set
 ``VLLM_BATCH_INVARIANT=1`` where bitwise equality matters.
+
+Data parallelism (``data_parallel_size`` D > 1) is D independent engines, as vLLM's own offline example
+(examples/features/data_parallel/data_parallel_offline.py) runs them: vLLM 0.32's ``LLM`` refuses
+``data_parallel_size > 1`` in one process. ``generate`` spawns D replica processes; replica r gets GPUs
+r*TP .. (r+1)*TP-1 of the visible ones and writes the shards i with i % D == r into the same scratch folder,
+through the same code; the parent only watches and then assembles the pool from the shards. The seeds are
+per request, so the pool does not depend on D. For MoE teachers served with expert parallelism (DeepSeek-R1)
+the tool is ``vllm serve --data-parallel-size ... --enable-expert-parallel`` and the `openai` teacher.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +43,7 @@ from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES
 from nt_harness.seeds import request_seed
-from nt_harness.shards import run_sharded
+from nt_harness.shards import run_sharded, shard_path
 from nt_harness.traces import split_trace
 
 # vllm is imported inside the engine builder only: listing plugins or validating settings needs no vLLM
@@ -46,6 +62,88 @@ def read_completion(text: str, finish_reason: str | None, think_start: str, thin
     if ended or finish_reason != "length":
         return thinking, answer, True
     return thinking or answer, "", False
+
+
+def has_vllm() -> bool:
+    """Whether vLLM can be imported, found without importing it (the parent of the replicas never needs it)."""
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):  # sys.modules["vllm"] is None, or has no spec
+        return False
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, named as CUDA_VISIBLE_DEVICES names them (indices or UUIDs)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def replica_devices(size: int, tp: int, visible: list[str]) -> list[list[str]]:
+    """Each replica's CUDA_VISIBLE_DEVICES: replica r gets visible[r*tp:(r+1)*tp]. Too few GPUs is an error
+    before anything starts (replicas sharing a GPU would each claim gpu_memory_utilization of it)."""
+    if len(visible) < size * tp:
+        raise RuntimeError(f"teacher vllm: data_parallel_size {size} x tensor_parallel_size {tp} needs {size * tp} "
+                           f"GPUs, {len(visible)} visible ({','.join(visible) or 'none'})")
+    return [visible[r * tp:(r + 1) * tp] for r in range(size)]
+
+
+def run_replica(settings: dict, model: str, questions: pa.Table, scratch: str, rank: int, size: int,
+                devices: list[str] | None) -> None:
+    """Data-parallel replica ``rank`` of ``size``, in a spawned process: one engine on ``devices`` (None: the
+    CPU build, no pinning) generating shards i % size == rank; leaves replica-<rank>.json with its counts."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)  # before vLLM or torch is imported
+    # a SIGTERM (the parent stopping it, or the parent's death) unwinds generate: requests aborted, engine shut down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    os.setpgid(0, 0)  # a group of its own, with its engine's processes: the parent sweeps it if this one is killed
+    die_with_parent()
+    teacher = VLLMTeacher(VLLMTeacher.Settings(**{**settings, "data_parallel_size": 1}))
+    folder = Path(scratch)
+    ctx = Context(out=folder, scratch=folder, workdir=folder, resolve_model=lambda _: model)
+    teacher._generate(questions, ctx, replica=(rank, size))
+    ended = time.time()
+    ran = ctx.stats["shards"] - ctx.stats["shards_resumed"]
+    report = {"shards_run": ran, "generated_tokens": ctx.stats["generated_tokens"],
+              "started": ended - ctx.stats["generate_s"], "ended": ended}
+    tmp = folder / f"replica-{rank}.json.tmp"
+    tmp.write_text(json.dumps(report))
+    os.replace(tmp, folder / f"replica-{rank}.json")
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel sends this process SIGTERM when its parent dies (killed with SIGKILL, the parent stops
+    nothing), so a replica shuts its engine down rather than run on alone. Elsewhere a no-op."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # gone already: no signal will come
+        sys.exit(128 + signal.SIGTERM)
+
+
+def stop(procs: list) -> None:
+    """Stop the replicas still running (SIGTERM, then SIGKILL after a minute), reap them, then kill what is left
+    in their process groups: the engine-core processes of a replica killed outright (OOM killer, SIGKILL) would
+    otherwise live on, holding their memory."""
+    for proc in procs:
+        if proc.pid is not None and proc.exitcode is None:
+            proc.terminate()
+    for proc in procs:
+        if proc.pid is not None:
+            proc.join(timeout=60)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):  # nothing left (or the group never formed)
+                pass
 
 
 class VLLMTeacher(Teacher):
@@ -80,7 +178,8 @@ class VLLMTeacher(Teacher):
             None, ge=1, description="sequences kept queued in the engine across shards; None = 2 x its max_num_seqs")
         tensor_parallel_size: int = Field(1, ge=1)
         data_parallel_size: int = Field(
-            1, ge=1, description="passed to vllm.LLM; vLLM 0.32's offline LLM takes > 1 only with an external launcher")
+            1, ge=1, description="independent engine replicas, each on tensor_parallel_size GPUs of its own (vLLM "
+                                 "0.32's offline LLM takes no data_parallel_size); MoE + expert parallel: vllm serve")
         gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="the CPU build: 0.25 (ENVIRONMENT.md)")
         max_model_len: int | None = Field(None, ge=1, description="None = the model's own")
         enforce_eager: bool = Field(False, description="no CUDA graphs / compilation: faster start, slower decode")
@@ -121,8 +220,6 @@ class VLLMTeacher(Teacher):
                 gpu_memory_utilization=s.gpu_memory_utilization, enforce_eager=s.enforce_eager, dtype=s.dtype,
                 seed=s.seed if s.seed is not None else 0,
             )
-            if s.data_parallel_size != 1:
-                args["data_parallel_size"] = s.data_parallel_size
             if s.max_model_len is not None:
                 args["max_model_len"] = s.max_model_len
             self._llm = LLM(**args, **s.engine_args)
@@ -167,17 +264,31 @@ class VLLMTeacher(Teacher):
                                              add_generation_prompt=True, tokenize=False)
         return tokenizer.encode(text + s.prefill, add_special_tokens=False)
 
-    def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
+    def _layout(self, qrows: list[dict]) -> tuple[int, list[list[tuple[int, int]]], list[list[str]]]:
+        """(samples per request, the shards as (question index, first sample) requests, each shard's trace ids):
+        fixed by the settings and the questions alone, so every replica and every rerun cuts the same shards."""
         s = self.settings
-        qrows = questions.select(QUESTIONS.names).to_pylist()
         per_call = s.n if s.use_n else 1
         calls = [(q, k) for q in range(len(qrows)) for k in range(0, s.n, per_call)]
         shards = [calls[i:i + s.shard_requests] for i in range(0, len(calls), s.shard_requests)]
+        ids = [[f"{qrows[q]['question_id']}/{k + j}" for q, k in shard for j in range(per_call)] for shard in shards]
+        return per_call, shards, ids
+
+    def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
+        if self.settings.data_parallel_size > 1:
+            return self._generate_replicas(questions, ctx)
+        return self._generate(questions, ctx)
+
+    def _generate(self, questions: pa.Table, ctx: Context, replica: tuple[int, int] | None = None) -> pa.Table:
+        """One engine generating every missing shard, or with ``replica`` = (r, D) the shards i % D == r only."""
+        s = self.settings
+        qrows = questions.select(QUESTIONS.names).to_pylist()
+        per_call, shards, ids = self._layout(qrows)
+        only = None if replica is None else {i for i in range(len(shards)) if i % replica[1] == replica[0]}
 
         def trace_id(q: int, k: int) -> str:
             return f"{qrows[q]['question_id']}/{k}"
 
-        ids = [[trace_id(q, k + j) for q, k in shard for j in range(per_call)] for shard in shards]
         owned = self._llm is None  # an engine opened by the caller stays open
         order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
         position: dict[int, int] = {}
@@ -239,22 +350,87 @@ class VLLMTeacher(Teacher):
 
         progress = ctx.progress or Progress(disable=True)
         try:
-            with progress.task(f"teacher vllm ({s.model})", total=len(calls) * per_call) as advance:
-                table, reused = run_sharded(ids, ctx.scratch, run_shard, TRACES, advance, plan=plan)
+            total = sum(len(ids[i]) for i in range(len(ids)) if only is None or i in only)
+            with progress.task(f"teacher vllm ({s.model})", total=total) as advance:
+                table, reused = run_sharded(ids, ctx.scratch, run_shard, TRACES, advance, plan=plan, only=only)
         finally:
             if pending and self._llm is not None:  # an error or interrupt: leave no request behind in the engine
                 self._llm.llm_engine.abort_request(sorted(pending))
             if owned:
                 self.close()
         elapsed = time.perf_counter() - done["started"] if done["started"] is not None else 0.0
-        device = self._device()
         ctx.stats.update(
-            shards=len(shards), shards_resumed=reused, generated_tokens=done["tokens"],
+            shards=len(shards) if only is None else len(only), shards_resumed=reused, generated_tokens=done["tokens"],
             generate_s=round(elapsed, 1), tokens_per_s=round(done["tokens"] / elapsed, 1) if elapsed else None,
+        )
+        if replica is None:  # a replica's parent reports the device (a replica with nothing to do imports no torch)
+            ctx.stats["device"] = device = self._device()
+            if device == "cuda":
+                ctx.stats["gpus"] = s.tensor_parallel_size
+        return table
+
+    def _generate_replicas(self, questions: pa.Table, ctx: Context) -> pa.Table:
+        """D replica processes fill the scratch folder; this one watches the shards appear, then reads the pool
+        back from them, building no engine of its own (its GPUs are the replicas')."""
+        s = self.settings
+        size = s.data_parallel_size
+        device = self._device()
+        devices = replica_devices(size, s.tensor_parallel_size, visible_gpus()) if device == "cuda" else [None] * size
+        if not has_vllm():  # said here once, not in every replica's traceback
+            raise RuntimeError(MISSING)
+        model = ctx.resolve_model(s.model) if ctx.resolve_model else s.model
+        _, _, ids = self._layout(questions.select(QUESTIONS.names).to_pylist())
+        ctx.scratch.mkdir(parents=True, exist_ok=True)
+        reports = [ctx.scratch / f"replica-{r}.json" for r in range(size)]
+        for report in reports:
+            report.unlink(missing_ok=True)
+        settings = self.settings.model_dump()
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: CUDA_VISIBLE_DEVICES set before torch
+        # not daemons: each replica starts vLLM's engine-core process, and a daemon may have no children
+        procs = [spawn.Process(target=run_replica, name=f"vllm-replica-{r}",
+                               args=(settings, model, questions, str(ctx.scratch), r, size, devices[r]))
+                 for r in range(size)]
+        progress = ctx.progress or Progress(disable=True)
+        seen: set[int] = set()
+
+        def watch(advance) -> None:
+            for i in range(len(ids)):
+                if i not in seen and shard_path(ctx.scratch, i).exists():
+                    seen.add(i)
+                    advance(len(ids[i]))
+
+        try:
+            with progress.task(f"teacher vllm ({s.model}) x {size} replicas", total=sum(map(len, ids))) as advance:
+                for proc in procs:
+                    proc.start()
+                while any(proc.exitcode is None for proc in procs):
+                    multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None], timeout=1.0)
+                    watch(advance)
+                    for r, proc in enumerate(procs):
+                        if proc.exitcode not in (None, 0):
+                            raise RuntimeError(f"teacher vllm: data-parallel replica {r} exited with code "
+                                               f"{proc.exitcode} (its error is above); the shards written so far "
+                                               f"stay in {ctx.scratch}, a rerun resumes them")
+                watch(advance)
+        finally:
+            stop(procs)
+
+        def unwritten(i: int) -> pa.Table:
+            raise RuntimeError(f"teacher vllm: the replicas finished but shard {i} is missing from {ctx.scratch}")
+
+        table, _ = run_sharded(ids, ctx.scratch, unwritten, TRACES)
+        done = [json.loads(report.read_text()) for report in reports]
+        tokens = sum(d["generated_tokens"] for d in done)
+        ran = [d for d in done if d["shards_run"]]
+        # the generation window: from the first replica's first shard to the last replica's end
+        elapsed = max(d["ended"] for d in ran) - min(d["started"] for d in ran) if ran else 0.0
+        ctx.stats.update(
+            shards=len(ids), shards_resumed=len(ids) - sum(d["shards_run"] for d in done), generated_tokens=tokens,
+            generate_s=round(elapsed, 1), tokens_per_s=round(tokens / elapsed, 1) if elapsed else None,
             device=device,
         )
         if device == "cuda":
-            ctx.stats["gpus"] = s.tensor_parallel_size * s.data_parallel_size
+            ctx.stats["gpus"] = s.tensor_parallel_size * size
         return table
 
     @staticmethod
