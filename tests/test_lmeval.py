@@ -192,3 +192,32 @@ def test_lmeval_think_end_token_is_refused_with_the_reason():
     with pytest.raises(ValidationError, match="think_end_token: the tasks read the answer after </think>"):
         LMEvalBenchmark(model_args={"think_end_token": "</think>"})
     assert LMEvalBenchmark(model_args={"enable_thinking": False}).settings.model_args == {"enable_thinking": False}
+
+
+def test_a_rerun_answers_greedy_requests_from_lm_evals_request_cache(tiny_llama, tmp_path):
+    """What a killed evaluation had answered comes back from lm-eval's request cache in the stage's scratch.
+    Shown with a second model that answers differently: the pipeline keys the scratch by the checkpoint, so
+    in a real run the cache only ever holds this model's answers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    other = tmp_path / "other"
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save_pretrained(other)
+    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(other)
+
+    def responses(model_dir, scratch, name):
+        ctx = Context(out=tmp_path / name, scratch=scratch, workdir=tmp_path, threads=1,
+                      progress=Progress(disable=True))
+        ctx.out.mkdir()
+        LMEvalBenchmark(limit=3, max_gen_toks=12, greedy=True).evaluate(str(model_dir), ctx)
+        [jsonl] = list((ctx.out / "lm_eval").rglob("samples_gym_heldout_*.jsonl"))
+        return [json.loads(line)["resps"] for line in jsonl.read_text().splitlines()]
+
+    first = responses(tiny_llama, tmp_path / "scratch", "first")
+    assert list((tmp_path / "scratch").glob("lm-eval-requests*.db"))
+    assert responses(other, tmp_path / "scratch", "rerun") == first  # all three from the cache
+    assert responses(other, tmp_path / "fresh", "fresh") != first  # the other model, asked, answers otherwise

@@ -256,6 +256,10 @@ class LMEvalBenchmark(Benchmark):
                 apply_chat_template=True,
                 log_samples=True,
                 evaluation_tracker=tracker,
+                # lm-eval's request cache (SQLite, committed as each request finishes) in the stage's scratch,
+                # which is keyed by the checkpoint and kept until the stage is stored: a killed evaluation
+                # resumes with the requests it had answered. lm-eval leaves sampled requests out of it.
+                use_cache=str(ctx.scratch / "lm-eval-requests"),
                 random_seed=s.seed,
                 numpy_random_seed=s.seed,
                 torch_random_seed=s.seed,
