@@ -4,12 +4,20 @@ transformers loop, on a random-init model of a real shape and packed sequences o
     python benchmarks/gpu_mfu.py                    # Qwen2.5-0.5B shape, 8k packs, the default matrix below
     python benchmarks/gpu_mfu.py --shape tiny --seq 512 --steps 2 --warmup 1 --configs sdpa   # CPU smoke test
 
-The matrix is --configs (ATTN, ATTN+liger or ATTN+liger-fce) x --sides (ours, plain, trl). ATTN is a
-transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen kernel, registered
-by the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm, RoPE, SwiGLU), as
-the trainer does by default, ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
+The matrix is --configs (ATTN, then optionally +liger or +liger-fce, and +compile) x --sides (ours, plain,
+trl). ATTN is a transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen
+kernel, registered by the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm,
+RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
 ``apply_liger``, plain with Liger's ``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its
 ``use_liger_kernel`` (layer kernels only: TRL computes the loss with its own chunked LM head).
+``+compile`` is torch.compile (inductor, default mode, automatic dynamic shapes) of each decoder layer and of
+the other leaf modules, Accelerate's regional compilation: ours through the trainer's ``make_accelerator``
+(``compile: true``), plain with Accelerate's ``compile_regions`` (the same call, by hand), TRL with
+``torch_compile=True`` and ``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION``. The warmup steps absorb the
+compilations: ``compile_s`` is their time beyond that many timed steps, and ``graphs_in_timed_steps`` counts
+graphs compiled during the timed steps (0, or the warmup was too short: raise --warmup). Only the first
+compiling process of a run compiles cold; the later ones find inductor's on-disk cache (CPU, tiny shape:
+52 s, then 3-8 s).
 All sides: fp32 master weights with bf16 autocast, fused AdamW, clipping at 1.0, lr 2e-5, no gradient
 checkpointing, the same packed examples (TRL packs them itself, also best-fit decreasing, padding-free),
 ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``.
@@ -51,7 +59,7 @@ SHAPES = {  # Qwen2.5 configs (Qwen team, Qwen2.5 technical report, Table 1); ti
                          num_attention_heads=12, num_key_value_heads=2),
 }
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16, vendor spec sheets (SXM)
-DEFAULT_CONFIGS = "varlen+liger,varlen,varlen+liger-fce,sdpa,flex_attention+liger"
+DEFAULT_CONFIGS = "varlen+liger,varlen+compile,varlen,varlen+liger-fce,sdpa,flex_attention+liger"
 ROW_KERNELS = ("varlen", "flash_attention_2", "flash_attention_3")  # take the packs of a batch as one row
 
 
@@ -103,9 +111,32 @@ def versions() -> dict:
     return out
 
 
+def parse_config(name: str) -> tuple[str, bool, bool, bool]:
+    """ATTN[+liger|+liger-fce][+compile] -> (attn, liger, fused_ce, compile)."""
+    attn, *flags = name.split("+")
+    unknown = set(flags) - {"liger", "liger-fce", "compile"}
+    if unknown or len(flags) != len(set(flags)) or {"liger", "liger-fce"} <= set(flags):
+        raise SystemExit(f"config {name!r}: ATTN, then optionally +liger or +liger-fce, and +compile")
+    return attn, bool({"liger", "liger-fce"} & set(flags)), "liger-fce" in flags, "compile" in flags
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled so far in this process."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def compiled_modules(model) -> int:
+    """torch.compile wrappers in the trained module tree: 1 for a whole-model compile, one per decoder layer
+    and other leaf module (28 for Qwen2.5-0.5B) for Accelerate's regional compilation, 0 for none."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return sum(isinstance(m, OptimizedModule) for m in model.modules())
+
+
 def run_one(side: str, config_name: str, args) -> dict:
-    attn, _, variant = config_name.partition("+")
-    liger, fused_ce = variant in ("liger", "liger-fce"), variant == "liger-fce"
+    attn, liger, fused_ce, compile = parse_config(config_name)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(args.threads)
     steps_mod = load_steps()
@@ -139,14 +170,16 @@ def run_one(side: str, config_name: str, args) -> dict:
     leak = packing_leak(model, packs[0], device) if side == "ours" else None
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
+    clock = StepClock(args.warmup)
     if side == "ours":
-        seconds, losses = run_ours(steps_mod, model, batches, args)
+        losses, trained = run_ours(steps_mod, model, batches, clock, compile)
     elif side == "plain":
-        seconds, losses = run_plain(model, batches, args, device)
+        losses, trained = run_plain(model, batches, clock, device, compile)
     elif side == "trl":
-        seconds, losses, timed_lengths = run_trl(model, examples, args, device, liger)
+        losses, timed_lengths, trained = run_trl(model, examples, args, clock, device, liger, compile)
     else:
         raise SystemExit(f"unknown side {side}")
+    seconds = clock.timed_s
     if side != "trl":  # TRL packs by itself (also best-fit decreasing): its timed steps hold other examples
         timed_lengths = [len(e["input_ids"]) for chunk in chunks[args.warmup:] for pack in chunk for e in pack]
         computed = sum(b["input_ids"].numel() for b in batches[args.warmup:])
@@ -160,8 +193,8 @@ def run_one(side: str, config_name: str, args) -> dict:
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next((v for k, v in PEAK_BF16.items() if k in name), None)
     memory = torch.cuda.memory_stats() if device == "cuda" else {}
     return {
-        "config": config_name, "side": side, "attn": attn, "liger": liger, "shape": args.shape, "seq": args.seq,
-        "batch": args.batch, "device": name, **versions(), "params": n_params,
+        "config": config_name, "side": side, "attn": attn, "liger": liger, "compile": compile, "shape": args.shape,
+        "seq": args.seq, "batch": args.batch, "device": name, **versions(), "params": n_params,
         "gradient_checkpointing": args.gradient_checkpointing, "timed_steps": args.steps, "real_tokens": real,
         "packing_efficiency": round(real / computed, 4), "step_s": round(seconds / args.steps, 4),
         "tokens_per_s": round(real / seconds), "tflops_per_s": round(flops / seconds / 1e12, 2),
@@ -170,6 +203,10 @@ def run_one(side: str, config_name: str, args) -> dict:
         "reserved_gib": round(memory.get("reserved_bytes.all.peak", 0) / 2**30, 2) if memory else None,
         "alloc_retries": memory.get("num_alloc_retries") if memory else None,
         "losses": [round(x, 4) for x in losses],
+        "warmup_s": round(clock.warmup_s, 2),
+        "compile_s": round(clock.warmup_s - args.warmup * seconds / args.steps, 2),
+        "compiled_modules": compiled_modules(trained), "graphs": compiled_graphs(),
+        "graphs_in_timed_steps": compiled_graphs() - clock.graphs_at_timing,
         "leak_check": leak,
     }
 
@@ -203,38 +240,67 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def run_ours(steps_mod, model, batches, args) -> tuple[float, list[float]]:
-    """The `sft` trainer's own step: Accelerate, token-normalised backward, clipping, fused AdamW, schedule."""
+class StepClock:
+    """Seconds of the timed steps and of the warmup steps (where the compilations happen), each step between
+    device synchronisations; and how many graphs were compiled when the timed steps began."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.step, self.started = warmup, 0, 0.0
+        self.timed_s, self.warmup_s, self.graphs_at_timing = 0.0, 0.0, 0
+
+    def begin(self):
+        if self.step == self.warmup:
+            self.graphs_at_timing = compiled_graphs()
+        synchronize()
+        self.started = time.perf_counter()
+
+    def end(self):
+        synchronize()
+        elapsed = time.perf_counter() - self.started
+        if self.step >= self.warmup:
+            self.timed_s += elapsed
+        else:
+            self.warmup_s += elapsed
+        self.step += 1
+
+
+def run_ours(steps_mod, model, batches, clock, compile: bool) -> tuple[list[float], torch.nn.Module]:
+    """The `sft` trainer's own step: Accelerate (compiling, if asked, as the trainer does), token-normalised
+    backward, clipping, fused AdamW, schedule."""
     from types import SimpleNamespace
 
     settings = SimpleNamespace(lr=2e-5, weight_decay=0.1, adam_beta2=0.999, warmup_ratio=0.0, schedule="constant",
                                min_lr_ratio=0.1)
-    accelerator = steps_mod.make_accelerator("bf16")
+    accelerator = steps_mod.make_accelerator("bf16", compile)
     optimizer = steps_mod.build_optimizer(model, settings, fused=accelerator.device.type == "cuda")
     schedule = steps_mod.build_schedule(optimizer, settings, len(batches))
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
-    seconds, losses = 0.0, []
-    for i, batch in enumerate(batches):
+    losses = []
+    for batch in batches:
         batch = to_device(batch, accelerator.device)
-        synchronize()
-        started = time.perf_counter()
+        clock.begin()
         step = steps_mod.optimizer_step(accelerator, model, optimizer, schedule, [batch], 1.0)
-        synchronize()
-        if i >= args.warmup:
-            seconds += time.perf_counter() - started
+        clock.end()
         losses.append(step["loss"])
-    return seconds, losses
+    return losses, model
 
 
-def run_plain(model, batches, args, device) -> tuple[float, list[float]]:
-    """The reference: transformers' own loss (Liger's, with +liger), torch autocast, fused AdamW, nothing else."""
+def run_plain(model, batches, clock, device, compile: bool) -> tuple[list[float], torch.nn.Module]:
+    """The reference: transformers' own loss (Liger's, with +liger), torch autocast, fused AdamW, nothing else;
+    with +compile the layers compiled as the trainer's Accelerate does (``compile_regions``, else the whole model)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.1, fused=device == "cuda")
+    if compile:
+        try:
+            from accelerate.utils import compile_regions
+        except ImportError:  # an Accelerate without regional compilation: the trainer compiles the whole model too
+            model = torch.compile(model, backend="inductor", mode="default")
+        else:
+            model = compile_regions(model, backend="inductor", mode="default")
     keys = ("input_ids", "position_ids", "labels", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
-    seconds, losses = 0.0, []
-    for i, batch in enumerate(batches):
+    losses = []
+    for batch in batches:
         inputs = to_device({k: batch[k] for k in keys if k in batch}, device) | {"use_cache": False}
-        synchronize()
-        started = time.perf_counter()
+        clock.begin()
         with torch.autocast(device, dtype=torch.bfloat16):
             loss = model(**inputs).loss
         loss.backward()
@@ -242,13 +308,11 @@ def run_plain(model, batches, args, device) -> tuple[float, list[float]]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        synchronize()
-        if i >= args.warmup:
-            seconds += time.perf_counter() - started
-    return seconds, losses
+        clock.end()
+    return losses, model
 
 
-def run_trl(model, examples, args, device, liger: bool) -> tuple[float, list[float], list[int]]:
+def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) -> tuple[list[float], list[int], object]:
     """TRL's SFTTrainer on the same examples, already tokenized: its best-fit-decreasing packing, padding-free."""
     from datasets import Dataset
     from transformers import PreTrainedTokenizerFast, TrainerCallback
@@ -260,33 +324,29 @@ def run_trl(model, examples, args, device, liger: bool) -> tuple[float, list[flo
     })
     warmup = args.warmup
 
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.seconds, self.started, self.step = 0.0, 0.0, 0
-
+    class Clocked(TrainerCallback):
         def on_step_begin(self, *unused, **unused_kw):
-            synchronize()
-            self.started = time.perf_counter()
+            clock.begin()
 
         def on_step_end(self, *unused, **unused_kw):
-            synchronize()
-            if self.step >= warmup:
-                self.seconds += time.perf_counter() - self.started
-            self.step += 1
+            clock.end()
+
+    if compile:  # the Trainer's TorchDynamoPlugin reads this when the argument is not given (transformers 5)
+        os.environ["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] = "true"
 
     from tokenizers import Tokenizer, models
 
     # TRL wants a tokenizer for its pad token only: the data are ids already
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<eos>": 1}, "<pad>")),
                                         pad_token="<pad>", eos_token="<eos>")
-    clock = StepClock()
     config = SFTConfig(
         output_dir=os.environ.get("TMPDIR", "/tmp") + "/gpu-mfu-trl", per_device_train_batch_size=args.batch,
         max_steps=args.warmup + args.steps, learning_rate=2e-5, lr_scheduler_type="constant", weight_decay=0.1,
         max_grad_norm=1.0, optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
         max_length=args.seq, packing=True, completion_only_loss=True, bf16=True, use_cpu=device == "cpu",
-        use_liger_kernel=liger, gradient_checkpointing=args.gradient_checkpointing, logging_steps=1,
-        report_to="none", save_strategy="no", dataloader_num_workers=0, disable_tqdm=True, seed=args.seed,
+        use_liger_kernel=liger, torch_compile=compile, gradient_checkpointing=args.gradient_checkpointing,
+        logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0, disable_tqdm=True,
+        seed=args.seed,
     )
     seen: list[list[int]] = []
 
@@ -299,10 +359,10 @@ def run_trl(model, examples, args, device, liger: bool) -> tuple[float, list[flo
             return super().training_step(model, inputs, *rest, **kw)
 
     trainer = Recording(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                        callbacks=[clock])
+                        callbacks=[Clocked()])
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return clock.seconds, losses, [n for step in seen[warmup:] for n in step]
+    return losses, [n for step in seen[warmup:] for n in step], trainer.model_wrapped
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -312,7 +372,8 @@ def summary(rows: list[dict]) -> list[dict]:
         by_side = {r["side"]: r for r in rows if r["config"] == config and "tokens_per_s" in r}
         line = {"config": config}
         for side, r in by_side.items():
-            line[side] = {k: r[k] for k in ("tokens_per_s", "mfu", "peak_mem_gib")}
+            line[side] = {k: r.get(k) for k in ("tokens_per_s", "mfu", "peak_mem_gib", "compile_s",
+                                                 "graphs_in_timed_steps")}
         for other in ("plain", "trl"):
             if "ours" in by_side and other in by_side:
                 ours, theirs = by_side["ours"], by_side[other]
@@ -340,6 +401,11 @@ def table(lines: list[dict]) -> str:
     for line in lines:
         rows.append(f"{line['config']:<24}" + "".join(" " + cell(line, s) for s in ("ours", "plain", "trl"))
                     + f"{line.get('ours_over_plain', '-'):>11}{line.get('ours_over_trl', '-'):>9}")
+    for line in lines:  # what the warmup spent compiling, and whether the timed steps compiled anything
+        if "+compile" in line["config"]:
+            rows.append(f"{line['config']}: compile_s / graphs compiled in timed steps " + ", ".join(
+                f"{s} {line[s]['compile_s']} / {line[s]['graphs_in_timed_steps']}" for s in ("ours", "plain", "trl")
+                if line.get(s)))
     return "\n".join(rows)
 
 

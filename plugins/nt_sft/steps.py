@@ -169,7 +169,7 @@ def build_schedule(optimizer, settings, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def make_accelerator(mixed_precision: str):
+def make_accelerator(mixed_precision: str, compile: bool = False):
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.state import AcceleratorState, GradientState
 
@@ -181,7 +181,24 @@ def make_accelerator(mixed_precision: str):
     GradientState._reset_state()
     # non_blocking: with a pinned-memory loader, batches go to the GPU without a host sync per tensor
     return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False,
-                       dataloader_config=DataLoaderConfiguration(non_blocking=True))
+                       dataloader_config=DataLoaderConfiguration(non_blocking=True),
+                       dynamo_plugin=dynamo_plugin(compile))
+
+
+def dynamo_plugin(compile: bool):
+    """Accelerate's torch.compile settings: inductor, default mode, one decoder layer compiled and reused by the
+    others (Accelerate's regional compilation, which it recommends for transformers: a fraction of the whole
+    model's compile time); a size that changes between steps (packed rows, sequence counts) is made dynamic by
+    one recompilation (torch's automatic dynamic shapes). Off is said explicitly, so that no
+    ``ACCELERATE_DYNAMO_*`` variable turns compiling on behind the cache key. An Accelerate without regional
+    compilation compiles the whole model."""
+    from accelerate.utils import TorchDynamoPlugin
+
+    if not compile:
+        return TorchDynamoPlugin(backend="no")
+    fields = TorchDynamoPlugin.__dataclass_fields__
+    regional = {"use_regional_compilation": True} if "use_regional_compilation" in fields else {}
+    return TorchDynamoPlugin(backend="inductor", mode="default", **regional)
 
 
 # ---------------------------------------------------------------------------------------------------

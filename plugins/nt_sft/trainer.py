@@ -88,6 +88,10 @@ class SFTTrainer(Trainer):
         # packed tokens slower (48.7k vs 51.0k tok/s with varlen attention; benchmarks/gpu_mfu.py)
         liger: Literal["auto"] | bool = False
         liger_fused_ce: bool = False  # Liger's fused linear cross-entropy too: less memory, slower (steps.apply_liger)
+        # torch.compile (inductor) of each decoder layer through Accelerate (steps.dynamo_plugin): for GPU throughput
+        # on long runs; on a CPU or a short run the compilation (tens of seconds) costs more than it saves. Part of
+        # the cache key, not an execution setting: compiled kernels may round differently in the last bits
+        compile: bool = False
         num_processes: int = 1  # > 1: the stage runs itself under `accelerate launch` with this many processes
         accelerate_config: str | None = None  # an accelerate config file for that launch (configs/accelerate/)
         seed: int = 0
@@ -298,7 +302,7 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     # fragmenting (PyTorch's CUDA memory-management notes); read when CUDA is first used in the process
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     set_seed(settings.seed)
-    accelerator = make_accelerator(settings.mixed_precision)
+    accelerator = make_accelerator(settings.mixed_precision, settings.compile)
     if accelerator.distributed_type == DistributedType.DEEPSPEED and settings.grad_accum > 1:
         # DeepSpeed steps its optimizer inside every backward; this loop's window would step it each micro-batch
         raise ValueError("with DeepSpeed use grad_accum 1 (raise batch_size or processes instead)")
@@ -461,7 +465,7 @@ def save_model(accelerator, model, tokenizer, lora: bool, dtype, student: str, o
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False, keep_torch_compile=False)  # compile: _orig_mod
     if lora:
         model.save_pretrained(out / "adapter", state_dict=state)
         tokenizer.save_pretrained(out / "adapter")
