@@ -403,15 +403,17 @@ class VLLMTeacher(Teacher):
             with progress.task(f"teacher vllm ({s.model}) x {size} replicas", total=sum(map(len, ids))) as advance:
                 for proc in procs:
                     proc.start()
-                while any(proc.exitcode is None for proc in procs):
-                    multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None], timeout=1.0)
+                running = True
+                while running:  # checked once more after the last exit: replicas may end between two checks
+                    running = any(proc.exitcode is None for proc in procs)
+                    if running:
+                        multiprocessing.connection.wait([p.sentinel for p in procs if p.exitcode is None], 1.0)
                     watch(advance)
                     for r, proc in enumerate(procs):
                         if proc.exitcode not in (None, 0):
                             raise RuntimeError(f"teacher vllm: data-parallel replica {r} exited with code "
                                                f"{proc.exitcode} (its error is above); the shards written so far "
                                                f"stay in {ctx.scratch}, a rerun resumes them")
-                watch(advance)
         finally:
             stop(procs)
 
