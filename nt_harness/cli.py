@@ -116,7 +116,8 @@ def run_options(f):
     return f
 
 
-def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, base: bool = False):
+def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, base: bool = False,
+             recipes_too: bool = True):
     pm = plugins()
     store = Store(opts["workdir"])
     budgets = parse_budgets(opts.get("budget"))
@@ -129,7 +130,7 @@ def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, bas
             pipe.validate(spec)
         if base:
             runs.append(pipe.baseline(specs[0][2]))
-        for recipe, _, spec in specs:
+        for recipe, _, spec in specs if recipes_too else ():
             progress.log(f"[bold]recipe {recipe.name}[/] budget {spec['budget']} student {spec['student']}")
             runs.append(pipe.run(recipe.name, spec, until=until))
     return runs, specs
@@ -171,10 +172,14 @@ def cli():
 @click.option("--results", default="results", show_default=True, help="where leaderboards are written")
 @click.option("--name", help="leaderboard folder name (default: the recipes joined)")
 @click.option("--no-base", is_flag=True, help="skip the untrained-student reference row")
-def compare(recipes, name, no_base, **opts):
+@click.option("--base-only", is_flag=True,
+              help="only the untrained-student row (the first recipe's profile gives student and benchmarks)")
+def compare(recipes, name, no_base, base_only, **opts):
     """Run RECIPES at equal budget on the same student and print a leaderboard."""
+    if no_base and base_only:
+        raise click.UsageError("--no-base and --base-only exclude each other")
     started = time.time()
-    runs, specs = _execute(recipes, opts, base=not no_base)
+    runs, specs = _execute(recipes, opts, base=not no_base, recipes_too=not base_only)
     _publish(runs, specs, opts, name or "-vs-".join(r.replace(":", "_").replace("/", "_") for r in recipes), started)
 
 

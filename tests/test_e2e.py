@@ -83,6 +83,14 @@ def test_compare_end_to_end_then_fully_cached(tmp_path, example_plugin, models_d
     rerun = json.loads((tmp_path / "results" / "e2e" / "leaderboard.json").read_text())
     assert [r["results"] for r in rerun["runs"]] == [r["results"] for r in board["runs"]]
 
+    # the reference row alone, from the stored evaluation
+    base = cli([*args[:1], "naturalthoughts", *args[4:-3], "--name", "base", "--base-only", "--quiet"], env, tmp_path)
+    assert base.returncode == 0, base.stderr[-3000:]
+    only = json.loads((tmp_path / "results" / "base" / "leaderboard.json").read_text())
+    assert [r["recipe"] for r in only["runs"]] == ["(base student)"]
+    assert only["runs"][0]["results"] == board["runs"][0]["results"]
+    assert {p: p.stat().st_mtime for p in store.rglob("manifest.json")} == before
+
     trained = list((store / "train").iterdir())
     assert len(trained) == 3  # one checkpoint per recipe; the pool and annotations were shared
     assert len(list((store / "teacher").iterdir())) == 1
