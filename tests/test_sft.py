@@ -560,8 +560,8 @@ if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
     PartialState(backend="gloo")
 
 
-def make_accelerator(mixed_precision):
-    accelerator = steps.make_accelerator(mixed_precision)
+def make_accelerator(*args, **kwargs):
+    accelerator = steps.make_accelerator(*args, **kwargs)
     if accelerator.distributed_type == DistributedType.MULTI_CPU and os.environ.get("ACCELERATE_USE_FSDP") == "true":
         accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
         accelerator.state.distributed_type = DistributedType.FSDP
