@@ -84,3 +84,8 @@ def first_rows(pool: pa.Table) -> tuple[list[str], list[int]]:
     for i, qid in enumerate(pool.column("question_id").to_pylist()):
         first.setdefault(qid, i)
     return list(first), list(first.values())
+
+
+def trace_id(question_id: str, sample: int) -> str:
+    """A trace's id: its question and sample index, so a resumed or re-sharded run names a trace as before."""
+    return f"{question_id}/{sample}"

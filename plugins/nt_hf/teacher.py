@@ -14,7 +14,7 @@ from pydantic import Field
 
 from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
-from nt_harness.records import QUESTIONS, TRACES
+from nt_harness.records import QUESTIONS, TRACES, trace_id
 from nt_hf.generation import ChatModel, Sampling, batch_seed
 from nt_harness.shards import run_sharded
 from nt_harness.traces import split_trace
@@ -65,7 +65,7 @@ class HFTeacher(Teacher):
         qrows = questions.select(QUESTIONS.names).to_pylist()
         requests = [(q, k) for q in range(len(qrows)) for k in range(s.n)]
         batches = [requests[i:i + s.batch_size] for i in range(0, len(requests), s.batch_size)]
-        ids = [[f"{qrows[q]['question_id']}/{k}" for q, k in batch] for batch in batches]
+        ids = [[trace_id(qrows[q]["question_id"], k) for q, k in batch] for batch in batches]
         sampling = Sampling(s.temperature, s.top_p, s.top_k)
         model: ChatModel | None = None  # loaded only when a batch has to run (a fully resumed run needs none)
         prompts: dict[int, list[int]] = {}

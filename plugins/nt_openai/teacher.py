@@ -22,7 +22,7 @@ from pydantic import Field
 
 from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
-from nt_harness.records import QUESTIONS, TRACES
+from nt_harness.records import QUESTIONS, TRACES, trace_id
 from nt_harness.seeds import request_seed
 from nt_harness.shards import run_sharded
 from nt_harness.traces import split_trace
@@ -146,10 +146,8 @@ class OpenAITeacher(Teacher):
         size = s.shard_requests or 4 * s.concurrency
         shards = [calls[i:i + size] for i in range(0, len(calls), size)]
 
-        def trace_id(q: int, k: int) -> str:
-            return f"{qrows[q]['question_id']}/{k}"
-
-        ids = [[trace_id(q, k + j) for q, k in shard for j in range(per_call)] for shard in shards]
+        ids = [[trace_id(qrows[q]["question_id"], k + j) for q, k in shard for j in range(per_call)]
+               for shard in shards]
 
         loop = asyncio.new_event_loop()
         caller: Caller | None = None
@@ -172,7 +170,7 @@ class OpenAITeacher(Teacher):
                     kept = {r["trace_id"]: r for r in stale.to_pylist() if not r["finish_reason"].startswith(ERROR)}
                 work[i] = []
                 for q, k in shards[i]:
-                    rows = [kept.get(trace_id(q, k + j)) for j in range(per_call)]
+                    rows = [kept.get(trace_id(qrows[q]["question_id"], k + j)) for j in range(per_call)]
                     work[i].append(((q, k), rows if all(rows) else None))
             position.update({i: len(todo_order) + p for p, i in enumerate(todo)})
             todo_order.extend(todo)
@@ -231,7 +229,7 @@ class OpenAITeacher(Teacher):
 
     def _rows(self, question: dict, first: int, count: int, reply: Reply) -> list[dict]:
         s = self.settings
-        base = [{**question, "trace_id": f"{question['question_id']}/{first + j}", "teacher": s.model,
+        base = [{**question, "trace_id": trace_id(question["question_id"], first + j), "teacher": s.model,
                  "sample": first + j, "attempts": reply.attempts} for j in range(count)]
         if reply.error is not None:
             return [{**b, "thinking": "", "answer": "", "complete": False, "finish_reason": ERROR + reply.error,

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 import nt_harness
 from nt_harness.components import Selector, Settings, Teacher
-from nt_harness.records import TRACES
+from nt_harness.records import TRACES, trace_id
 from nt_harness.recipes import SpecError
 from nt_harness.selection import Decisions, column
 
@@ -37,7 +37,7 @@ class ReleasedTeacher(Teacher):
         qids = questions.column("question_id").to_pylist()
         table = questions
         filled = {
-            "trace_id": pa.array([f"{q}/{k}" for q, k in zip(qids, samples)], pa.string()),
+            "trace_id": pa.array(list(map(trace_id, qids, samples)), pa.string()),
             "teacher": pa.array(["released"] * n, pa.string()),
             "sample": pa.array(samples, pa.int32()),
             "complete": pa.array([True] * n, pa.bool_()),  # a released trace is a finished one

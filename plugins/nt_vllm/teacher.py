@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
-from nt_harness.records import QUESTIONS, TRACES
+from nt_harness.records import QUESTIONS, TRACES, trace_id
 from nt_harness.seeds import request_seed
 from nt_harness.shards import run_sharded, shard_path
 from nt_harness.traces import split_trace
@@ -271,7 +271,8 @@ class VLLMTeacher(Teacher):
         per_call = s.n if s.use_n else 1
         calls = [(q, k) for q in range(len(qrows)) for k in range(0, s.n, per_call)]
         shards = [calls[i:i + s.shard_requests] for i in range(0, len(calls), s.shard_requests)]
-        ids = [[f"{qrows[q]['question_id']}/{k + j}" for q, k in shard for j in range(per_call)] for shard in shards]
+        ids = [[trace_id(qrows[q]["question_id"], k + j) for q, k in shard for j in range(per_call)]
+               for shard in shards]
         return per_call, shards, ids
 
     def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
@@ -286,8 +287,8 @@ class VLLMTeacher(Teacher):
         per_call, shards, ids = self._layout(qrows)
         only = None if replica is None else {i for i in range(len(shards)) if i % replica[1] == replica[0]}
 
-        def trace_id(q: int, k: int) -> str:
-            return f"{qrows[q]['question_id']}/{k}"
+        def request_id(q: int, k: int) -> str:  # a request's first trace names it
+            return trace_id(qrows[q]["question_id"], k)
 
         owned = self._llm is None  # an engine opened by the caller stays open
         order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
@@ -311,7 +312,7 @@ class VLLMTeacher(Teacher):
             # requests go to the engine under our own ids: LLM.enqueue returns ids its outputs do not carry
             render = getattr(llm, "_preprocess_cmpl", None)
             for (q, k), prompt in zip(shards[i], render(prompts) if render else prompts):
-                rid = trace_id(q, k)
+                rid = request_id(q, k)
                 llm.llm_engine.add_request(rid, prompt, self._params(qrows[q]["question_id"], k, per_call))
                 pending.add(rid)
 
@@ -330,7 +331,7 @@ class VLLMTeacher(Teacher):
                 done["started"] = time.perf_counter()
             window = s.queued_sequences or 2 * engine.vllm_config.scheduler_config.max_num_seqs
             top_up(i, llm, window)
-            wanted = [trace_id(q, k) for q, k in shards[i]]
+            wanted = [request_id(q, k) for q, k in shards[i]]
             while any(w not in finished for w in wanted):
                 if not engine.has_unfinished_requests():
                     missing = [w for w in wanted if w not in finished]
@@ -453,7 +454,7 @@ class VLLMTeacher(Teacher):
                                                          s.think_end)
             rows.append({
                 **question,
-                "trace_id": f"{question['question_id']}/{first + j}",
+                "trace_id": trace_id(question["question_id"], first + j),
                 "teacher": s.model,
                 "sample": first + j,
                 "thinking": thinking,
