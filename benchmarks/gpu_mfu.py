@@ -3,6 +3,7 @@ transformers loop, on a random-init model of a real shape and packed sequences o
 
     python benchmarks/gpu_mfu.py                    # Qwen2.5-0.5B shape, 8k packs, the default matrix below
     python benchmarks/gpu_mfu.py --shape tiny --seq 512 --steps 2 --warmup 1 --configs sdpa   # CPU smoke test
+    python benchmarks/gpu_mfu.py --configs varlen+compile,varlen --warmup 5 --profile 2   # and where the time goes
 
 The matrix is --configs (ATTN, then optionally +liger or +liger-fce, and +compile) x --sides (ours, plain,
 trl). ATTN is a transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen
@@ -29,6 +30,11 @@ path. Each (config, side) pair runs in its own process, so one failing or runnin
 stop the others; pairs that would start past --budget-s seconds are skipped. One JSON line per pair on
 stdout and in $OUT/gpu_mfu.jsonl, then a table with the ratios ours/plain and ours/TRL per config (also
 $OUT/gpu_mfu_summary.json).
+
+``--profile N`` runs N more steps under torch's profiler and adds, per pair, a step's GPU time by kernel
+category (matmul, attention, cross-entropy, optimizer and clipping, Triton-fused, copies and casts, other),
+the busiest kernels, and the share of the step the GPU sat idle waiting on the host (launch overhead, which
+compiling or CUDA graphs would remove; the rest is what faster kernels or fewer bytes must win).
 
 MFU counts the model FLOPs of the real (non-padding) tokens: 6 x parameters per token (the tied embedding
 counted once, as the output head) plus causal attention, 12 x layers x (heads x head size) x the keys each
@@ -152,7 +158,7 @@ def run_one(side: str, config_name: str, args) -> dict:
     random.Random(args.seed).shuffle(packs)
     row = attn in ROW_KERNELS
     chunks = [packs[i : i + args.batch] for i in range(0, len(packs), args.batch)]
-    needed = args.warmup + args.steps
+    needed = args.warmup + args.steps + args.profile
     if len(chunks) < needed:
         raise SystemExit(f"{len(chunks)} batches of packs for {needed} steps: raise --examples")
     chunks = chunks[:needed]
@@ -170,7 +176,7 @@ def run_one(side: str, config_name: str, args) -> dict:
     leak = packing_leak(model, packs[0], device) if side == "ours" else None
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    clock = StepClock(args.warmup)
+    clock = StepClock(args.warmup, args.steps, args.profile)
     if side == "ours":
         losses, trained = run_ours(steps_mod, model, batches, clock, compile)
     elif side == "plain":
@@ -181,8 +187,9 @@ def run_one(side: str, config_name: str, args) -> dict:
         raise SystemExit(f"unknown side {side}")
     seconds = clock.timed_s
     if side != "trl":  # TRL packs by itself (also best-fit decreasing): its timed steps hold other examples
-        timed_lengths = [len(e["input_ids"]) for chunk in chunks[args.warmup:] for pack in chunk for e in pack]
-        computed = sum(b["input_ids"].numel() for b in batches[args.warmup:])
+        timed = slice(args.warmup, args.warmup + args.steps)
+        timed_lengths = [len(e["input_ids"]) for chunk in chunks[timed] for pack in chunk for e in pack]
+        computed = sum(b["input_ids"].numel() for b in batches[timed])
     else:
         computed = sum(timed_lengths)  # padding-free: one row of examples end to end
     real, contexts = work(timed_lengths)
@@ -208,7 +215,16 @@ def run_one(side: str, config_name: str, args) -> dict:
         "compiled_modules": compiled_modules(trained), "graphs": compiled_graphs(),
         "graphs_in_timed_steps": compiled_graphs() - clock.graphs_at_timing,
         "leak_check": leak,
+        **({"profile": profiled(clock.trace, args.profile, seconds / args.steps)} if clock.trace else {}),
     }
+
+
+def profiled(trace: list[dict], steps: int, step_s: float) -> dict:
+    """The breakdown, or why there is none: the timings above are worth keeping either way."""
+    try:
+        return breakdown(trace, steps, step_s)
+    except Exception as error:  # noqa: BLE001 - reported in the row
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def packing_leak(model, pack: list[dict], device: str) -> dict:
@@ -242,26 +258,106 @@ def to_device(batch: dict, device) -> dict:
 
 class StepClock:
     """Seconds of the timed steps and of the warmup steps (where the compilations happen), each step between
-    device synchronisations; and how many graphs were compiled when the timed steps began."""
+    device synchronisations; how many graphs were compiled when the timed steps began; and, with ``profile``
+    steps after the timed ones, torch's profiler over those (their time counts in neither)."""
 
-    def __init__(self, warmup: int):
-        self.warmup, self.step, self.started = warmup, 0, 0.0
+    def __init__(self, warmup: int, timed: int, profile: int = 0):
+        self.warmup, self.timed, self.profile, self.step, self.started = warmup, timed, profile, 0, 0.0
         self.timed_s, self.warmup_s, self.graphs_at_timing = 0.0, 0.0, 0
+        self.profiler, self.trace = None, None
 
     def begin(self):
         if self.step == self.warmup:
             self.graphs_at_timing = compiled_graphs()
+        if self.profile and self.step == self.warmup + self.timed:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.profiler = profile(activities=activities)
+            self.profiler.start()
         synchronize()
         self.started = time.perf_counter()
 
     def end(self):
         synchronize()
         elapsed = time.perf_counter() - self.started
-        if self.step >= self.warmup:
+        if self.warmup <= self.step < self.warmup + self.timed:
             self.timed_s += elapsed
-        else:
+        elif self.step < self.warmup:
             self.warmup_s += elapsed
         self.step += 1
+        if self.profiler is not None and self.step == self.warmup + self.timed + self.profile:
+            self.profiler.stop()
+            path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu-mfu-trace-{os.getpid()}.json"
+            self.profiler.export_chrome_trace(str(path))
+            self.trace = json.loads(path.read_text())["traceEvents"]
+            path.unlink()
+            self.profiler = None
+
+
+# Where a step's time goes, by the names of the GPU kernels (or, on the CPU, of the aten ops): first match wins.
+CATEGORIES = (
+    ("attention", r"flash|fmha|attention|attn|flex"),
+    ("cross-entropy", r"softmax|logsumexp|nll_loss|cross_?entropy"),
+    ("optimizer+clip", r"multi_tensor|adam|foreach"),
+    ("matmul", r"gemm|nvjet|xmma|cutlass|gemv|splitk|aten::(add|b|baddb)?mm_?$"),
+    ("communication", r"nccl"),
+    ("triton fused", r"triton|^_rms_norm|^_swiglu|rope"),
+    ("copies+casts", r"memcpy|memset|copy"),
+)
+DEVICE_EVENTS = {"kernel", "gpu_memcpy", "gpu_memset"}
+
+
+def category(name: str) -> str:
+    import re
+
+    return next((label for label, pattern in CATEGORIES if re.search(pattern, name, re.IGNORECASE)), "other")
+
+
+def breakdown(trace: list[dict], steps: int, step_s: float) -> dict:
+    """Milliseconds per step by category and the busiest kernels, from a chrome trace of ``steps`` steps; busy is
+    the union of the kernels' intervals, so ``idle_share`` (of the unprofiled step time) is the GPU waiting on
+    the host: launch overhead that compiling or CUDA graphs would remove. Without GPU kernels (the CPU smoke
+    test) the aten ops' self times stand in."""
+    events = [e for e in trace if e.get("cat") in DEVICE_EVENTS and e.get("dur") is not None]
+    if events:
+        spans = [(e["name"], float(e["ts"]), float(e["dur"])) for e in events]
+        intervals = [s[1:] for s in spans]
+    else:  # CPU: ops nest in their thread, so an op's own time is its span less its direct children's
+        spans = []
+        ops = sorted((e for e in trace if e.get("cat") == "cpu_op" and e.get("dur") is not None),
+                     key=lambda e: (e["tid"], float(e["ts"]), -float(e["dur"])))
+        stack: list[list] = []
+        for e in ops:
+            ts, dur = float(e["ts"]), float(e["dur"])
+            while stack and (stack[-1][0] != e["tid"] or ts >= stack[-1][1] + stack[-1][2]):
+                spans.append(tuple(stack.pop()[3:]))
+            if stack:
+                stack[-1][5] -= dur
+            stack.append([e["tid"], ts, dur, e["name"], ts, dur])
+        spans += [tuple(item[3:]) for item in stack]
+        intervals = [(float(e["ts"]), float(e["dur"])) for e in ops]
+    busy, end = 0.0, float("-inf")
+    for ts, dur in sorted(intervals):
+        busy += max(0.0, ts + dur - max(ts, end))
+        end = max(end, ts + dur)
+    per_category: dict[str, float] = {}
+    per_name: dict[str, list] = {}
+    for name, _, dur in spans:
+        per_category[category(name)] = per_category.get(category(name), 0.0) + dur
+        total = per_name.setdefault(name, [0.0, 0])
+        total[0] += dur
+        total[1] += 1
+    ms = 1e-3 / steps  # trace times are microseconds
+    top = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:8]
+    return {
+        "source": "gpu kernels" if events else "cpu ops (self time)", "steps": steps,
+        "step_ms": round(1e3 * step_s, 2), "busy_ms": round(busy * ms, 2),
+        "idle_share": round(max(0.0, 1 - busy * ms / (1e3 * step_s)), 3),
+        "ms_by_category": {k: round(v * ms, 2) for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])},
+        "top": [{"name": name[:100], "ms": round(t * ms, 2), "calls": round(n / steps, 1),
+                 "category": category(name)} for name, (t, n) in top],
+    }
 
 
 def run_ours(steps_mod, model, batches, clock, compile: bool) -> tuple[list[float], torch.nn.Module]:
@@ -341,8 +437,8 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
                                         pad_token="<pad>", eos_token="<eos>")
     config = SFTConfig(
         output_dir=os.environ.get("TMPDIR", "/tmp") + "/gpu-mfu-trl", per_device_train_batch_size=args.batch,
-        max_steps=args.warmup + args.steps, learning_rate=2e-5, lr_scheduler_type="constant", weight_decay=0.1,
-        max_grad_norm=1.0, optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
+        max_steps=args.warmup + args.steps + args.profile, learning_rate=2e-5, lr_scheduler_type="constant",
+        weight_decay=0.1, max_grad_norm=1.0, optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
         max_length=args.seq, packing=True, completion_only_loss=True, bf16=True, use_cpu=device == "cpu",
         use_liger_kernel=liger, torch_compile=compile, gradient_checkpointing=args.gradient_checkpointing,
         logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0, disable_tqdm=True,
@@ -362,7 +458,7 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
                         callbacks=[Clocked()])
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return losses, [n for step in seen[warmup:] for n in step], trainer.model_wrapped
+    return losses, [n for step in seen[warmup : warmup + args.steps] for n in step], trainer.model_wrapped
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -388,25 +484,38 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def table(lines: list[dict]) -> str:
-    def cell(line, side):
-        r = line.get(side)
-        if not r:
-            return f"{'-':>25}"
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
-        return f"{r['tokens_per_s']:>9,} {mfu:>6} {r['peak_mem_gib'] if r['peak_mem_gib'] is not None else '-':>7}G"
+def tables(lines: list[dict], rows: list[dict]):
+    """The side-by-side table; with --profile, where each pair's step time went."""
+    from rich.table import Table
 
-    head = f"{'config':<24}" + "".join(f"{s + ' tok/s MFU peak':>26}" for s in ("ours", "plain", "trl"))
-    rows = [head + f"{'ours/plain':>11}{'ours/trl':>9}"]
+    compare = Table("config", *(f"{side} tok/s · MFU · peak" for side in ("ours", "plain", "trl")),
+                    "ours/plain", "ours/trl", "compile s · graphs in timed steps", title="tokens/s and MFU")
+
+    def cell(r):
+        if not r:
+            return "-"
+        mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "-"
+        return f"{r['tokens_per_s']:,} · {mfu} · {r['peak_mem_gib'] if r['peak_mem_gib'] is not None else '-'} GiB"
+
     for line in lines:
-        rows.append(f"{line['config']:<24}" + "".join(" " + cell(line, s) for s in ("ours", "plain", "trl"))
-                    + f"{line.get('ours_over_plain', '-'):>11}{line.get('ours_over_trl', '-'):>9}")
-    for line in lines:  # what the warmup spent compiling, and whether the timed steps compiled anything
-        if "+compile" in line["config"]:
-            rows.append(f"{line['config']}: compile_s / graphs compiled in timed steps " + ", ".join(
-                f"{s} {line[s]['compile_s']} / {line[s]['graphs_in_timed_steps']}" for s in ("ours", "plain", "trl")
-                if line.get(s)))
-    return "\n".join(rows)
+        compiled = ", ".join(f"{s} {line[s]['compile_s']} · {line[s]['graphs_in_timed_steps']}"
+                             for s in ("ours", "plain", "trl") if line.get(s)) if "+compile" in line["config"] else ""
+        compare.add_row(line["config"], *(cell(line.get(s)) for s in ("ours", "plain", "trl")),
+                        str(line.get("ours_over_plain", "-")), str(line.get("ours_over_trl", "-")), compiled)
+    out = [compare]
+    profiles = [r for r in rows if "profile" in r and "error" not in r["profile"]]
+    if profiles:
+        labels = list(dict.fromkeys(k for r in profiles for k in r["profile"]["ms_by_category"]))
+        where = Table("config", "side", "step ms", "busy ms", "idle", *labels, "busiest",
+                      title=f"where a step goes (ms per step, {profiles[0]['profile']['source']})")
+        for r in profiles:
+            pr = r["profile"]
+            top = pr["top"][0] if pr["top"] else {"name": "-", "ms": 0}
+            where.add_row(r["config"], r["side"], str(pr["step_ms"]), str(pr["busy_ms"]),
+                          f"{100 * pr['idle_share']:.0f} %",
+                          *(str(pr["ms_by_category"].get(k, 0)) for k in labels), f"{top['name'][:40]} {top['ms']}")
+        out.append(where)
+    return out
 
 
 def main():
@@ -420,6 +529,8 @@ def main():
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="ATTN or ATTN+liger, comma-separated")
     parser.add_argument("--sides", default="ours,plain,trl")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="N more steps after the timed ones under torch's profiler: where a step's time goes")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, if not an H100/H200/A100")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU smoke tests)")
     parser.add_argument("--seed", type=int, default=0)
@@ -459,7 +570,11 @@ def main():
         (out / "gpu_mfu_summary.json").write_text(json.dumps(lines, indent=1))
     print(f"\n{args.shape}, {args.seq} tokens x {args.batch} per step, {args.steps} timed steps; "
           f"{round(time.time() - began)} s in all")
-    print(table(lines))
+    from rich.console import Console
+
+    console = Console(width=240)  # the device tool and CI capture it: no terminal to size it by
+    for t in tables(lines, rows):
+        console.print(t)
 
 
 if __name__ == "__main__":
