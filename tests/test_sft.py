@@ -499,20 +499,23 @@ def test_compile_is_in_the_cache_key_and_off_means_off(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_packed_training_matches_eager(tiny, tmp_path):
+@pytest.mark.parametrize("variant", [{}, {"lora": True, "lora_r": 4}, {"gradient_checkpointing": True}],
+                         ids=["full", "lora", "gradient_checkpointing"])
+def test_compiled_packed_training_matches_eager(tiny, tmp_path, variant):
     """compile=True (Accelerate's regional torch.compile, inductor) trains a packed fp32 run to the same loss
-    curve and weights as eager, and writes a plain folder (no compile wrapper in the weight names).
-    About a minute on a CPU, nearly all of it compiling."""
+    curve and weights as eager, and writes a plain folder (no compile wrapper in the weight names); also with
+    LoRA (peft's wrapped layers compile) and with gradient checkpointing (the compiled layers recompute).
+    About a minute each on a CPU, nearly all of it compiling."""
     from torch._dynamo.utils import counters
 
-    settings = dict(epochs=2, lr=3e-3, max_length=256, batch_size=1, packing=True, mixed_precision="no")
+    settings = dict(epochs=2, lr=3e-3, max_length=256, batch_size=1, packing=True, mixed_precision="no") | variant
     eager = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "eager"))
     graphs = counters["stats"]["unique_graphs"]
     compiled = SFTTrainer(compile=True, **settings).train(make_examples(8), tiny, context(tmp_path / "compiled"))
     assert counters["stats"]["unique_graphs"] > graphs  # dynamo did compile something
     assert compiled["packs"] == eager["packs"] < 8
     assert compiled["loss_curve"] == pytest.approx(eager["loss_curve"], rel=1e-5)
-    assert compiled["loss_curve"][-1] < compiled["loss_curve"][0] - 0.5
+    assert compiled["loss_curve"][-1] < compiled["loss_curve"][0] - 0.2  # it learned (LoRA r=4 the least)
     we, wc = weights(tmp_path / "eager" / "out" / "model"), weights(tmp_path / "compiled" / "out" / "model")
     assert we.keys() == wc.keys()
     for name in we:
