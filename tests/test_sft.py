@@ -767,10 +767,15 @@ def test_gpu_kernels_are_chosen_only_where_they_run(tiny):
 
 @pytest.mark.gpu
 def test_varlen_kernel_and_liger_match_sdpa_on_a_gpu(tiny, tokenizer):
-    """On CUDA: PyTorch's varlen kernel on packed rows matches sdpa on each example alone (bf16 autocast),
-    and Liger's fused linear cross-entropy gives transformers' loss and gradient."""
+    """On CUDA: PyTorch's varlen kernel on packed rows matches sdpa on each example alone (bf16 autocast);
+    Liger's layer kernels, and its fused linear cross-entropy in our chunks, give transformers' loss and
+    gradient."""
+    from types import SimpleNamespace
+
     from nt_sft.steps import (
+        LIGER_CE_CHUNKS,
         apply_liger,
+        liger_ce_chunking,
         liger_supported,
         register_varlen_attention,
         varlen_available,
@@ -803,13 +808,17 @@ def test_varlen_kernel_and_liger_match_sdpa_on_a_gpu(tiny, tokenizer):
 
     if liger_supported("llama") is not None:
         pytest.skip(liger_supported("llama"))
-    liger = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32,
-                                                 attn_implementation=register_varlen_attention()).cuda()
-    apply_liger(liger)
-    liger = accelerator.prepare(liger)
-    loss_l, g_l = gradient(liger, [batch])
-    assert loss_l == pytest.approx(loss_v, rel=1e-2)
-    assert torch.nn.functional.cosine_similarity(g_l, g_v, dim=0) > 0.99
+    for fused_ce in (False, True):
+        liger = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32,
+                                                     attn_implementation=register_varlen_attention()).cuda()
+        apply_liger(liger, fused_ce)
+        liger = accelerator.prepare(liger)
+        loss_l, g_l = gradient(liger, [batch])
+        assert loss_l == pytest.approx(loss_v, rel=1e-2), fused_ce
+        assert torch.nn.functional.cosine_similarity(g_l, g_v, dim=0) > 0.99, fused_ce
+    # Qwen2.5-0.5B's head (151,936 x 896): about LIGER_CE_CHUNKS chunks of a pack, not Liger's 128 of 64 tokens
+    const = liger_ce_chunking(SimpleNamespace(vocab_size=151936, hidden_size=896))["chunk_mem_const"]
+    assert -(-151936 // (const * 896)) == LIGER_CE_CHUNKS
 
 
 

@@ -323,14 +323,45 @@ def liger_supported(model_type: str) -> str | None:
 def apply_liger(model, fused_ce: bool = False) -> None:
     """Liger's kernels on a loaded model (before PEFT and ``accelerator.prepare``), as transformers' Trainer
     applies them for ``use_liger_kernel``: RMSNorm, RoPE, SwiGLU and, with ``fused_ce``, the fused linear
-    cross-entropy, which never materialises the (tokens x vocabulary) logits: half the peak memory, but
-    slower on an H100 for a Qwen2.5-0.5B shape at 8k tokens (31k vs 51k tok/s, benchmarks/gpu_mfu.py), so
-    it is off unless asked for. Its loss takes ``num_items_in_batch`` like transformers' own, so
-    ``backward_window`` normalises it the same way.
-    Note: Liger patches the model family's module (e.g. modeling_qwen2) for the rest of the process."""
+    cross-entropy, which never materialises the (tokens x vocabulary) logits, in chunks of
+    ``liger_ce_chunking``. With Liger's own chunks it halved peak memory but was slower on an H100 for a
+    Qwen2.5-0.5B shape at 8k tokens (31k vs 51k tok/s, benchmarks/gpu_mfu.py), so it is off unless asked
+    for. Its loss takes ``num_items_in_batch`` like transformers' own, so ``backward_window`` normalises it
+    the same way. Note: Liger patches the model family's module (e.g. modeling_qwen2) for the rest of the
+    process."""
+    from types import MethodType
+
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
+    chunking = liger_ce_chunking(model.config) if fused_ce else {}
+    if chunking:  # a method, not a partial: Accelerate rebinds model.forward when it unwraps the model
+        liger_forward = model.forward
+
+        def forward(self, *args, **kwargs):
+            return liger_forward(*args, **(chunking | kwargs))
+
+        model.forward = MethodType(forward, model)
+
+
+LIGER_CE_CHUNKS = 8  # torchtune's CEWithChunkedOutputLoss splits the tokens into 8 chunks by default
+
+
+def liger_ce_chunking(config) -> dict:
+    """Liger's fused cross-entropy keyword that makes about LIGER_CE_CHUNKS chunks of a batch's tokens.
+
+    Liger bounds each chunk's logits to chunk_mem_const x tokens x hidden size (default 1): for a small model
+    with a large vocabulary (Qwen2.5-0.5B: 151,936 x 896) that is 64-token chunks, 128 skinny matrix products
+    and kernel launches per 8k-token pack, where 8 chunks of 1,024 tokens keep the GPU's matrix units busy
+    for 300 MB of bf16 logits each. A Liger without the keyword keeps its own chunks."""
+    import inspect
+    import math
+
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+    if "chunk_mem_const" not in inspect.signature(liger_fused_linear_cross_entropy).parameters:
+        return {}
+    return {"chunk_mem_const": max(1, math.ceil(config.vocab_size / (LIGER_CE_CHUNKS * config.hidden_size)))}
 
 
 # ---------------------------------------------------------------------------------------------------
