@@ -374,6 +374,7 @@ def run_ours(steps_mod, model, batches, clock, compile: bool) -> tuple[list[floa
     optimizer = steps_mod.build_optimizer(model, settings, fused=accelerator.device.type == "cuda")
     schedule = steps_mod.build_schedule(optimizer, settings, len(batches))
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    steps_mod.skip_output_upcast(accelerator, model)
     losses = []
     for batch in batches:
         batch = to_device(batch, accelerator.device)

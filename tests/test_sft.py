@@ -447,6 +447,30 @@ def test_packed_logits_equal_unpacked_logits(tiny, tokenizer, attn):
     assert not torch.allclose(cached[0, second], alone[1], atol=1e-3)
 
 
+def test_prepared_model_keeps_its_logits_in_bf16_and_its_loss(tiny):
+    """Accelerate's bf16 forward would upcast the whole logits tensor to fp32 (unused: the loss is computed
+    in fp32 by the model); without that copy the loss and gradient are bit for bit the same, and the model
+    still unwraps to a plain forward for saving."""
+    from nt_sft.trainer import skip_output_upcast
+    from transformers import AutoModelForCausalLM
+
+    accelerator = make_accelerator("bf16")
+    upcast, kept = (accelerator.prepare(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32))
+                    for _ in range(2))
+    skip_output_upcast(accelerator, kept)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    outputs = [m(input_ids=ids, labels=ids) for m in (upcast, kept)]
+    assert [o.logits.dtype for o in outputs] == [torch.float32, torch.bfloat16]
+    assert outputs[0].loss.dtype == outputs[1].loss.dtype == torch.float32
+    assert outputs[0].loss.item() == outputs[1].loss.item()
+    for o in outputs:
+        o.loss.backward()
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(upcast.parameters(), kept.parameters()))
+    plain = accelerator.unwrap_model(kept, keep_fp32_wrapper=False)
+    assert plain(input_ids=ids).logits.dtype == torch.float32  # no autocast left either
+    skip_output_upcast(make_accelerator("no"), plain)  # nothing to undo: a no-op
+
+
 def test_packed_and_padded_batches_give_the_same_gradient(tiny, tokenizer):
     from transformers import AutoModelForCausalLM
 

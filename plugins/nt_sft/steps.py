@@ -185,6 +185,26 @@ def make_accelerator(mixed_precision: str, compile: bool = False):
                        dynamo_plugin=dynamo_plugin(compile))
 
 
+def skip_output_upcast(accelerator, model) -> None:
+    """Undo one part of ``accelerator.prepare`` under bf16/fp16 autocast: its forward converts every
+    half-precision output to fp32 (Accelerate's ConvertOutputsToFp32), the (tokens x vocabulary) logits
+    included. The trainer uses only the loss, which the model computes in fp32 itself, so that copy is waste:
+    5 GB written and held per 8k-token step of a 152k-vocabulary student (16 bytes x vocabulary per token
+    at 16k). The autocast stays; Accelerate's own unwrapping (``keep_fp32_wrapper=False``) still works."""
+    from types import MethodType
+
+    from accelerate.utils.operations import ConvertOutputsToFp32
+
+    inner = accelerator.unwrap_model(model)  # the module whose forward Accelerate wrapped (inside DDP, ...)
+    forward = inner.__dict__.get("forward")
+    function = getattr(forward, "__func__", forward)
+    converter = getattr(function, "__wrapped__", None)
+    if not isinstance(converter, ConvertOutputsToFp32):  # no mixed precision, or DeepSpeed's own
+        return
+    autocast_forward = converter.model_forward
+    inner.forward = MethodType(autocast_forward, inner) if hasattr(forward, "__func__") else autocast_forward
+
+
 def dynamo_plugin(compile: bool):
     """Accelerate's torch.compile settings: inductor, default mode, one decoder layer compiled and reused by the
     others (Accelerate's regional compilation, which it recommends for transformers: a fraction of the whole

@@ -43,6 +43,7 @@ from nt_sft.steps import (  # noqa: F401  (re-exported: the tests and benchmarks
     pack_batch,
     pack_examples,
     pad_batch,
+    skip_output_upcast,
     token_loss_sum,
 )
 
@@ -334,6 +335,7 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     schedule = build_schedule(optimizer, settings, total_steps)
     # all four in one call: DeepSpeed sizes its micro-batch from the loader, FSDP needs model and optimizer together
     model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+    skip_output_upcast(accelerator, model)
     assert math.ceil(len(loader) / settings.grad_accum) == steps_per_epoch, (len(loader), steps_per_epoch)
     model.train()
 
