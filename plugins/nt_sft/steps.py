@@ -189,8 +189,9 @@ def skip_output_upcast(accelerator, model) -> None:
     """Undo one part of ``accelerator.prepare`` under bf16/fp16 autocast: its forward converts every
     half-precision output to fp32 (Accelerate's ConvertOutputsToFp32), the (tokens x vocabulary) logits
     included. The trainer uses only the loss, which the model computes in fp32 itself, so that copy is waste:
-    5 GB written and held per 8k-token step of a 152k-vocabulary student (16 bytes x vocabulary per token
-    at 16k). The autocast stays; Accelerate's own unwrapping (``keep_fp32_wrapper=False``) still works."""
+    5 GB written per 8k-token step of a 152k-vocabulary student, at the step's memory peak (the end of the
+    forward, every activation saved). The autocast stays; Accelerate's own unwrapping
+    (``keep_fp32_wrapper=False``) still works."""
     from types import MethodType
 
     from accelerate.utils.operations import ConvertOutputsToFp32
