@@ -265,12 +265,17 @@ class Interrupted(Exception):
     pass
 
 
-class StopAfter(Progress):
-    """A progress display that kills the run after ``steps`` optimizer steps, as Ctrl-C would."""
+def interrupt():
+    raise Interrupted
 
-    def __init__(self, steps: int):
+
+class StopAfter(Progress):
+    """A progress display that stops the run right after ``steps`` optimizer steps: by default with an
+    exception, as Ctrl-C would; ``stop`` may instead SIGKILL the process."""
+
+    def __init__(self, steps: int, stop=interrupt):
         super().__init__(disable=True)
-        self.steps = steps
+        self.steps, self.stop = steps, stop
 
     @contextmanager
     def task(self, description, total):
@@ -282,7 +287,7 @@ class StopAfter(Progress):
                 advance(n, info)
                 count += n
                 if count >= self.steps:
-                    raise Interrupted
+                    self.stop()
 
             yield advance_then_stop
 
@@ -850,42 +855,19 @@ def test_varlen_kernel_and_liger_match_sdpa_on_a_gpu(tiny, tokenizer):
 
 KILL_WORKER = """
 import os, signal, sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, {tests!r})
-from test_sft import context, make_examples
-from nt_harness.progress import Progress
+from test_sft import StopAfter, context, make_examples
 from nt_sft.trainer import SFTTrainer
-
-
-class KillAfter(Progress):
-    \"\"\"SIGKILL this process right after optimizer step n: no exception, no cleanup (the OOM killer's way).\"\"\"
-
-    def __init__(self, steps):
-        super().__init__(disable=True)
-        self.steps = steps
-
-    @contextmanager
-    def task(self, description, total):
-        with super().task(description, total) as advance:
-            count = 0
-
-            def advance_then_kill(n=1, info=None):
-                nonlocal count
-                advance(n, info)
-                count += n
-                if count >= self.steps:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            yield advance_then_kill
-
 
 torch.set_num_threads(1)
 tiny, work, steps, settings = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), eval(sys.argv[4])
-SFTTrainer(**settings).train(make_examples(8), tiny, context(work, KillAfter(steps)))
+# SIGKILL right after optimizer step n: no exception, no cleanup (the OOM killer's way)
+kill = StopAfter(steps, lambda: os.kill(os.getpid(), signal.SIGKILL))
+SFTTrainer(**settings).train(make_examples(8), tiny, context(work, kill))
 """
 
 
