@@ -21,7 +21,9 @@ compiling process of a run compiles cold; the later ones find inductor's on-disk
 52 s, then 3-8 s).
 All sides: fp32 master weights with bf16 autocast, fused AdamW, clipping at 1.0, lr 2e-5, no gradient
 checkpointing, the same packed examples (TRL packs them itself, also best-fit decreasing, padding-free),
-``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``.
+``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``. Ours and TRL compute the LM head only where the next
+token is a target (TRL's fused LM head; ours through ``logits_to_keep``), skipping the prompts (about 4 % of
+the tokens here); plain computes it everywhere. MFU credits every side with the same model FLOPs per token.
 
 Self-contained for a bare GPU box: needs torch, transformers and accelerate; TRL (and its `datasets`) only
 for the TRL side, liger-kernel only for +liger; a missing one is reported as an error row. nt-harness

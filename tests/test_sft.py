@@ -762,7 +762,8 @@ def test_varlen_attention_keeps_packed_examples_apart(tiny, tokenizer, monkeypat
 
 def test_the_model_computed_loss_is_the_token_normalised_sum(tiny, tokenizer):
     """backward_window lets the model compute its loss (labels + num_items_in_batch: the path Liger's fused
-    cross-entropy takes over); its value is the summed token loss over the window's target tokens."""
+    cross-entropy takes over), its head only at the positions that predict a target; its value is the summed
+    token loss of the full logits over the window's target tokens."""
     from transformers import AutoModelForCausalLM
 
     accelerator = make_accelerator("no")
@@ -775,6 +776,13 @@ def test_the_model_computed_loss_is_the_token_normalised_sum(tiny, tokenizer):
     assert targets == sum(b["targets"] for b in batches) == sum(
         sum(t != IGNORE for t in e["labels"][1:]) for e in examples)
     assert loss == pytest.approx(float(total) / targets, rel=1e-5)
+    packed = batches[0]
+    predicts = (packed["labels"][0, 1:] != IGNORE).nonzero().flatten()  # one row: exactly its target positions
+    assert torch.equal(packed["logits_to_keep"], predicts) and len(predicts) < packed["input_ids"].size(1) - 1
+    assert torch.equal(packed["shift_labels"][0], packed["labels"][0, 1:][predicts])
+    with torch.no_grad():
+        kept = model(**model_inputs(packed), logits_to_keep=packed["logits_to_keep"]).logits
+    assert kept.shape[1] == len(predicts)  # no logits at prompt positions
 
 
 def test_gpu_kernels_are_chosen_only_where_they_run(tiny):

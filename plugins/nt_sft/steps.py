@@ -36,7 +36,7 @@ def pad_batch(features: list[dict], pad_id: int) -> dict:
         labels[i, :n] = torch.tensor(f["labels"])
         attention_mask[i, :n] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "real_tokens": int(attention_mask.sum()), "targets": count_targets(labels)}
+            "real_tokens": int(attention_mask.sum()), **loss_positions(labels)}
 
 
 def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -96,7 +96,7 @@ def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varl
         position_ids[i, n:] = torch.arange(width - n)
     real = sum(len(r[0]) for r in rows)
     batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "real_tokens": real,
-             "targets": count_targets(labels)}
+             **loss_positions(labels)}
     if varlen:  # every row (and its padding) is a run of sequences; the kernels see the rows end to end
         starts = (position_ids.flatten() == 0).nonzero().flatten()
         cu = torch.cat([starts, torch.tensor([position_ids.numel()])]).to(torch.int32)
@@ -397,9 +397,16 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            reduction="sum")
 
 
-def count_targets(labels: torch.Tensor) -> int:
-    """Tokens that carry a loss (counted on the CPU, at batching): the first label has no prediction before it."""
-    return int((labels[:, 1:] != IGNORE).sum())
+def loss_positions(labels: torch.Tensor) -> dict:
+    """The number of tokens that carry a loss (the first label has no prediction before it); the positions
+    whose next token is a target in some row of the batch, and those next tokens: the model
+    computes its LM head and loss there only (transformers' ``logits_to_keep`` and ``shift_labels``), not at
+    prompt and padding positions, as TRL's fused LM head does. The head is (vocabulary x hidden) per position,
+    a fifth of SmolLM2-135M's matrix work; prompts are half the tokens of a short System-1 example. Computed
+    here on the CPU: ``nonzero`` on the GPU would cost a device-to-host sync."""
+    shifted = labels[:, 1:]
+    keep = (shifted != IGNORE).any(0).nonzero().flatten()
+    return {"targets": int((shifted != IGNORE).sum()), "logits_to_keep": keep, "shift_labels": shifted[:, keep]}
 
 
 def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int]:
@@ -424,7 +431,9 @@ def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int
         last = i == len(batches) - 1
         # no gradient all-reduce before the window's last micro-batch
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = model(**model_inputs(batch), labels=batch["labels"], num_items_in_batch=denominator).loss
+            # labels only switch the loss on: with shift_labels given, the loss reads those (transformers, Liger)
+            loss = model(**model_inputs(batch), labels=batch["shift_labels"], shift_labels=batch["shift_labels"],
+                         logits_to_keep=batch["logits_to_keep"], num_items_in_batch=denominator).loss
             accelerator.backward(loss * accelerator.num_processes)
         loss_sum += loss.detach()
     if accelerator.num_processes > 1:
