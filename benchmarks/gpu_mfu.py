@@ -224,8 +224,9 @@ def run_one(side: str, config_name: str, args) -> dict:
 def profiled(clock: StepClock, step_s: float) -> dict:
     """The breakdown, or why there is none: the timings above are worth keeping either way."""
     try:
+        # beside step_ms, the profiled steps' own time shows what the profiler itself cost
         return breakdown(clock.trace, clock.profile, step_s) | {
-            "profiled_step_ms": round(1e3 * clock.profiled_s / clock.profile, 2)}  # the profiler's own overhead in
+            "profiled_step_ms": round(1e3 * clock.profiled_s / clock.profile, 2)}
     except Exception as error:  # noqa: BLE001 - reported in the row
         return {"error": f"{type(error).__name__}: {error}"}
 
