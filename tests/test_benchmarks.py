@@ -37,3 +37,43 @@ def test_gpu_mfu_flops_agree_with_torch_flop_counter():
     assert counter.get_total_flops() == 6 * (params - no_product) * tokens + attention * tokens * tokens
     formula = 6 * params * real + attention * keys  # what gpu_mfu divides by the step time
     assert formula < counter.get_total_flops()  # the causal half of the scores is not credited
+
+
+def test_gpu_mfu_profile_breakdown_sorts_kernels_and_finds_the_idle_time():
+    """The --profile breakdown on a hand-written chrome trace of one step, with GPU kernel names as they appear
+    on an H100 (cuBLAS, PyTorch's flash kernels, fused AdamW, inductor's Triton kernels): each kernel in its
+    category, overlapping kernels counted once in the busy time, the rest of the step idle."""
+    gpu_mfu = load_benchmark("gpu_mfu")
+    kernels = [  # (name, start µs, duration µs)
+        ("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NTT", 0, 400),
+        ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>(Flash_fwd_params)", 400, 200),
+        ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float, float>", 700, 100),
+        ("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>", 800, 100),
+        ("triton_poi_fused__to_copy_add_mul_0", 850, 100),  # overlaps the optimizer by 50 µs
+        ("Memcpy HtoD (Pinned -> Device)", 1000, 50),
+        ("void at::native::vectorized_elementwise_kernel<4, MulFunctor<float>>", 1100, 100),
+    ]
+    trace = [{"cat": "kernel" if not name.startswith("Memcpy") else "gpu_memcpy", "name": name, "ts": ts,
+              "dur": dur} for name, ts, dur in kernels]
+    trace.append({"cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 2000, "tid": 1})  # ignored on a GPU
+    profile = gpu_mfu.breakdown(trace, steps=1, step_s=0.002)
+    assert profile["source"] == "gpu kernels"
+    assert profile["ms_by_category"] == {"matmul": 0.4, "attention": 0.2, "cross-entropy": 0.1,
+                                         "optimizer+clip": 0.1, "triton fused": 0.1, "other": 0.1,
+                                         "copies+casts": 0.05}
+    assert profile["busy_ms"] == 1.0  # 1.05 ms of kernels, 0.05 of them overlapping
+    assert profile["idle_share"] == 0.5
+    assert profile["top"][0]["name"].startswith("nvjet") and profile["top"][0]["calls"] == 1
+
+
+def test_gpu_mfu_profile_breakdown_on_a_cpu_counts_each_op_once():
+    """Without GPU kernels (the CPU smoke test) an op's own time is its span less its children's, so the
+    nested aten::linear -> aten::addmm is not counted twice."""
+    gpu_mfu = load_benchmark("gpu_mfu")
+    trace = [{"cat": "cpu_op", "tid": 7, "name": name, "ts": ts, "dur": dur} for name, ts, dur in [
+        ("aten::linear", 0, 100), ("aten::t", 0, 10), ("aten::addmm", 10, 80),
+        ("aten::_log_softmax", 200, 50)]]
+    profile = gpu_mfu.breakdown(trace, steps=1, step_s=0.001)
+    assert profile["source"] == "cpu ops (self time)"
+    assert profile["ms_by_category"] == {"matmul": 0.08, "cross-entropy": 0.05, "other": 0.02}  # linear 10, t 10
+    assert profile["busy_ms"] == 0.15  # linear's span and log_softmax's
