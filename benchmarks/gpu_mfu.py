@@ -51,6 +51,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -317,8 +318,6 @@ DEVICE_EVENTS = {"kernel", "gpu_memcpy", "gpu_memset"}
 
 
 def category(name: str) -> str:
-    import re
-
     return next((label for label, pattern in CATEGORIES if re.search(pattern, name, re.IGNORECASE)), "other")
 
 
@@ -329,33 +328,33 @@ def breakdown(trace: list[dict], steps: int, step_s: float) -> dict:
     test) the aten ops' self times stand in."""
     events = [e for e in trace if e.get("cat") in DEVICE_EVENTS and e.get("dur") is not None]
     if events:
-        spans = [(e["name"], float(e["ts"]), float(e["dur"])) for e in events]
-        intervals = [s[1:] for s in spans]
+        intervals = [(float(e["ts"]), float(e["dur"])) for e in events]
+        own = [(e["name"], dur) for e, (_, dur) in zip(events, intervals)]
     else:  # CPU: ops nest in their thread, so an op's own time is its span less its direct children's
-        spans = []
         ops = sorted((e for e in trace if e.get("cat") == "cpu_op" and e.get("dur") is not None),
                      key=lambda e: (e["tid"], float(e["ts"]), -float(e["dur"])))
-        stack: list[list] = []
-        for e in ops:
-            ts, dur = float(e["ts"]), float(e["dur"])
-            while stack and (stack[-1][0] != e["tid"] or ts >= stack[-1][1] + stack[-1][2]):
-                spans.append(tuple(stack.pop()[3:]))
-            if stack:
-                stack[-1][5] -= dur
-            stack.append([e["tid"], ts, dur, e["name"], ts, dur])
-        spans += [tuple(item[3:]) for item in stack]
         intervals = [(float(e["ts"]), float(e["dur"])) for e in ops]
+        own, stack = [], []  # stack: [thread, end, name, own time] of the ops that enclose this one
+        for e, (ts, dur) in zip(ops, intervals):
+            while stack and (stack[-1][0] != e["tid"] or ts >= stack[-1][1]):
+                own.append(tuple(stack.pop()[2:]))
+            if stack:
+                stack[-1][3] -= dur
+            stack.append([e["tid"], ts + dur, e["name"], dur])
+        own += [tuple(item[2:]) for item in stack]
     busy, end = 0.0, float("-inf")
     for ts, dur in sorted(intervals):
         busy += max(0.0, ts + dur - max(ts, end))
         end = max(end, ts + dur)
-    per_category: dict[str, float] = {}
-    per_name: dict[str, list] = {}
-    for name, _, dur in spans:
-        per_category[category(name)] = per_category.get(category(name), 0.0) + dur
+    per_name: dict[str, list] = {}  # name: [time, calls]
+    for name, dur in own:
         total = per_name.setdefault(name, [0.0, 0])
         total[0] += dur
         total[1] += 1
+    per_category: dict[str, float] = {}
+    for name, (t, _) in per_name.items():  # a step has thousands of kernels but few distinct names
+        label = category(name)
+        per_category[label] = per_category.get(label, 0.0) + t
     ms = 1e-3 / steps  # trace times are microseconds
     top = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:8]
     return {
