@@ -259,7 +259,6 @@ class StrategiesAnnotator(PromptedAnnotator):
         reply_prefix: str | None = "Strategies used:"
         max_tokens: int = Field(64, ge=1)
 
-
     def render(self, row, template):
         return self.render_thinking(row, template, taxonomy="\n".join(f"- {k}: {v}" for k, v in STRATEGIES.items()))
 
@@ -273,7 +272,8 @@ class StrategiesAnnotator(PromptedAnnotator):
         tokens = pool.column("completion_tokens").to_numpy(zero_copy_only=False).astype(float)
         thinking = np.array([len(t or "") for t in pool.column("thinking").to_pylist()], float)
         answer = np.array([len(a or "") for a in pool.column("answer").to_pylist()], float)
-        tokens = tokens * np.divide(thinking, thinking + answer, out=np.zeros_like(thinking), where=thinking + answer > 0)
+        chars = thinking + answer
+        tokens = tokens * np.divide(thinking, chars, out=np.zeros_like(chars), where=chars > 0)
         density = np.where(tokens > 0, count / np.maximum(tokens, 1) * 1000, np.nan)
         ctx.stats["strategy_count_histogram"] = {int(k): int(n) for k, n in
                                                  zip(*np.unique(count[~np.isnan(count)], return_counts=True))}
@@ -295,7 +295,6 @@ class VerbosityAnnotator(PromptedAnnotator):
     class Settings(PromptedAnnotator.Settings):
         reply_prefix: str | None = "Verbosity score:"
         max_tokens: int = Field(8, ge=1)
-
 
     def render(self, row, template):
         return self.render_thinking(row, template)

@@ -403,7 +403,8 @@ def loss_positions(labels: torch.Tensor) -> dict:
     computes its LM head and loss there only (transformers' ``logits_to_keep`` and ``shift_labels``), not at
     prompt and padding positions, as TRL's fused LM head does. The head is (vocabulary x hidden) per position,
     a fifth of SmolLM2-135M's matrix work; prompts are most of a System-1 example's tokens (82 % in
-    benchmarks/sft_loss_positions.py). Computed here on the CPU: ``nonzero`` on the GPU would cost a device-to-host sync."""
+    benchmarks/sft_loss_positions.py). Computed here on the CPU: ``nonzero`` on the GPU would cost a
+    device-to-host sync."""
     shifted = labels[:, 1:]
     keep = (shifted != IGNORE).any(0).nonzero().flatten()
     return {"targets": int((shifted != IGNORE).sum()), "logits_to_keep": keep, "shift_labels": shifted[:, keep]}
