@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from nt_harness.components import Context
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.records import QUESTIONS, TRACES, question_id
+from nt_harness.records import QUESTIONS, TRACES, question_id, trace_id
 from nt_harness.seeds import request_seed
 from nt_harness.shards import run_sharded
 from nt_lmeval import LMEvalBenchmark
@@ -67,8 +67,8 @@ def test_missing_vllm_names_the_extra(tmp_path, monkeypatch):
 
 
 def fake_rows(questions: pa.Table) -> list[dict]:
-    return [{**q, "trace_id": f"{q['question_id']}/{k}", "teacher": "m", "sample": k, "thinking": "t", "answer": "a",
-             "complete": True, "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 3}
+    return [{**q, "trace_id": trace_id(q["question_id"], k), "teacher": "m", "sample": k, "thinking": "t",
+             "answer": "a", "complete": True, "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 3}
             for q in questions.to_pylist() for k in range(2)]
 
 
