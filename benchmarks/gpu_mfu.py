@@ -359,7 +359,8 @@ def breakdown(trace: list[dict], steps: int, step_s: float) -> dict:
     top = sorted(per_name.items(), key=lambda kv: -kv[1][0])[:8]
     return {
         "source": "gpu kernels" if events else "cpu ops (self time)", "steps": steps,
-        "step_ms": round(1e3 * step_s, 2), "busy_ms": round(busy * ms, 2),
+        # launches per step: at a few µs of host time each, many thousands make a step launch-bound
+        "kernels": round(len(own) / steps), "step_ms": round(1e3 * step_s, 2), "busy_ms": round(busy * ms, 2),
         "idle_share": round(max(0.0, 1 - busy * ms / (1e3 * step_s)), 3),
         "ms_by_category": {k: round(v * ms, 2) for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])},
         "top": [{"name": name[:100], "ms": round(t * ms, 2), "calls": round(n / steps, 1),
@@ -514,13 +515,13 @@ def tables(lines: list[dict], rows: list[dict]):
     profiles = [r for r in rows if "profile" in r and "error" not in r["profile"]]
     if profiles:
         labels = list(dict.fromkeys(k for r in profiles for k in r["profile"]["ms_by_category"]))
-        where = Table("config", "side", "step ms", "busy ms", "idle", *labels, "busiest",
+        where = Table("config", "side", "step ms", "busy ms", "idle", "kernels", *labels, "busiest",
                       title=f"where a step goes (ms per step, {profiles[0]['profile']['source']})")
         for r in profiles:
             pr = r["profile"]
             top = pr["top"][0] if pr["top"] else {"name": "-", "ms": 0}
             where.add_row(r["config"], r["side"], str(pr["step_ms"]), str(pr["busy_ms"]),
-                          f"{100 * pr['idle_share']:.0f} %",
+                          f"{100 * pr['idle_share']:.0f} %", f"{pr['kernels']:,}",
                           *(str(pr["ms_by_category"].get(k, 0)) for k in labels), f"{top['name'][:40]} {top['ms']}")
         out.append(where)
     return out

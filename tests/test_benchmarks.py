@@ -62,7 +62,7 @@ def test_gpu_mfu_profile_breakdown_sorts_kernels_and_finds_the_idle_time():
                                          "optimizer+clip": 0.1, "triton fused": 0.1, "other": 0.1,
                                          "copies+casts": 0.05}
     assert profile["busy_ms"] == 1.0  # 1.05 ms of kernels, 0.05 of them overlapping
-    assert profile["idle_share"] == 0.5
+    assert profile["idle_share"] == 0.5 and profile["kernels"] == 7
     assert profile["top"][0]["name"].startswith("nvjet") and profile["top"][0]["calls"] == 1
 
 
@@ -77,3 +77,4 @@ def test_gpu_mfu_profile_breakdown_on_a_cpu_counts_each_op_once():
     assert profile["source"] == "cpu ops (self time)"
     assert profile["ms_by_category"] == {"matmul": 0.08, "cross-entropy": 0.05, "other": 0.02}  # linear 10, t 10
     assert profile["busy_ms"] == 0.15  # linear's span and log_softmax's
+    assert profile["kernels"] == 4
