@@ -378,6 +378,7 @@ def run_ours(steps_mod, model, batches, clock, compile: bool) -> tuple[list[floa
     accelerator = steps_mod.make_accelerator("bf16", compile)
     optimizer = steps_mod.build_optimizer(model, settings, fused=accelerator.device.type == "cuda")
     schedule = steps_mod.build_schedule(optimizer, settings, len(batches))
+    steps_mod.fsdp_precision(accelerator)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     steps_mod.skip_output_upcast(accelerator, model)
     losses = []

@@ -185,6 +185,25 @@ def make_accelerator(mixed_precision: str, compile: bool = False):
                        dynamo_plugin=dynamo_plugin(compile))
 
 
+def fsdp_precision(accelerator) -> None:
+    """Before ``prepare`` under FSDP2 with bf16/fp16: Accelerate's MixedPrecisionPolicy computes in half
+    precision over the fp32 shards (what FSDP mixed precision is for) but also sets ``reduce_dtype`` and
+    ``output_dtype`` to it, so gradients would be summed over processes in bf16 and the loss the model computes
+    in fp32 would come back rounded to bf16 (about 3 significant digits in the log). Reduce in fp32 and leave
+    the outputs as the model makes them, as torchtitan does (``mixed_precision_reduce = "float32"``, its
+    default; no output cast)."""
+    from accelerate.utils import DistributedType
+
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    policy = getattr(plugin, "mixed_precision_policy", None)
+    if accelerator.distributed_type != DistributedType.FSDP or plugin.fsdp_version != 2 or policy is None:
+        return
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=policy.param_dtype, reduce_dtype=torch.float32,
+                                                         cast_forward_inputs=policy.cast_forward_inputs)
+
+
 def skip_output_upcast(accelerator, model) -> None:
     """Undo one part of ``accelerator.prepare`` under bf16/fp16 autocast: its forward converts every
     half-precision output to fp32 (Accelerate's ConvertOutputsToFp32), the (tokens x vocabulary) logits

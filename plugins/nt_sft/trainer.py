@@ -38,6 +38,7 @@ from nt_sft.steps import (  # noqa: F401  (re-exported: the tests and benchmarks
     backward_window,
     build_optimizer,
     build_schedule,
+    fsdp_precision,
     make_accelerator,
     optimizer_step,
     pack_batch,
@@ -333,6 +334,7 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     total_steps = steps_per_epoch * settings.epochs
     optimizer = build_optimizer(model, settings, fused=accelerator.device.type == "cuda")
     schedule = build_schedule(optimizer, settings, total_steps)
+    fsdp_precision(accelerator)
     # all four in one call: DeepSpeed sizes its micro-batch from the loader, FSDP needs model and optimizer together
     model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     skip_output_upcast(accelerator, model)
