@@ -569,6 +569,19 @@ def test_accelerate_launch_with_two_processes_matches_one_process(tiny, tmp_path
         assert torch.allclose(wa[name], wb[name], atol=1e-5), name
 
 
+def test_an_accelerate_config_is_launched_even_for_one_process(tiny, tmp_path):
+    """accelerate_config with num_processes 1 is not ignored: the stage runs under `accelerate launch` with it
+    (one GPU under fsdp.yaml is a real setup) and trains like the in-process run."""
+    settings = dict(epochs=1, lr=1e-3, mixed_precision="no", seed=3)
+    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "ddp.yaml"
+    alone = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "alone"))
+    launched = SFTTrainer(accelerate_config=str(config), **settings).train(
+        make_examples(8), tiny, context(tmp_path / "launched"))
+    assert (tmp_path / "launched" / "scratch" / "launch" / "stats.json").exists()
+    assert not (tmp_path / "alone" / "scratch" / "launch").exists()
+    assert launched["loss_curve"] == pytest.approx(alone["loss_curve"], rel=1e-5)
+
+
 # --- sharded training: the shipped FSDP2 and DeepSpeed ZeRO-3 configs, on CPU processes -----------------
 
 SHARDED_WORKER = """

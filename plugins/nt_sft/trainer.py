@@ -95,13 +95,15 @@ class SFTTrainer(Trainer):
         # the cache key, not an execution setting: compiled kernels may round differently in the last bits
         compile: bool = False
         num_processes: int = 1  # > 1: the stage runs itself under `accelerate launch` with this many processes
-        accelerate_config: str | None = None  # an accelerate config file for that launch (configs/accelerate/)
+        # an accelerate config file for that launch (configs/accelerate/); given, even one process is launched
+        # with it (one GPU under fsdp.yaml computes in bf16 through FSDP's mixed precision, not autocast)
+        accelerate_config: str | None = None
         seed: int = 0
         save_every_steps: int = 0  # 0: no intermediate checkpoints, the model is written at the end
         system_prompt: str | None = None
 
     def train(self, examples: pa.Table, student: str, ctx: Context) -> dict:
-        if self.settings.num_processes > 1:
+        if self.settings.num_processes > 1 or self.settings.accelerate_config:
             return launch_processes(examples, student, ctx, self.settings)
         return train(examples, student, ctx, self.settings)
 
