@@ -5,7 +5,7 @@ transformers loop, on a random-init model of a real shape and packed sequences o
     python benchmarks/gpu_mfu.py --shape tiny --seq 512 --steps 2 --warmup 1 --configs sdpa   # CPU smoke test
     python benchmarks/gpu_mfu.py --configs varlen+compile,varlen --warmup 5 --profile 2   # and where the time goes
 
-The matrix is --configs (ATTN, then optionally +liger or +liger-fce, and +compile) x --sides (ours, plain,
+The matrix is --configs (ATTN, then optionally +liger or +liger-fce, +compile and +fsdp) x --sides (ours, plain,
 trl). ATTN is a transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen
 kernel, registered by the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm,
 RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
@@ -18,8 +18,12 @@ the other leaf modules, Accelerate's regional compilation: ours through the trai
 compilations: ``compile_s`` is their time beyond that many timed steps, and ``graphs_in_timed_steps`` counts
 graphs compiled during the timed steps (0, or the warmup was too short: raise --warmup). Only the first
 compiling process of a run compiles cold; the later ones find inductor's on-disk cache (CPU, tiny shape:
-52 s, then 3-8 s).
-All sides: fp32 master weights with bf16 autocast, fused AdamW, clipping at 1.0, lr 2e-5, no gradient
+52 s, then 3-8 s). ``+fsdp`` runs the pair as one process under ``accelerate launch --config_file
+configs/accelerate/fsdp.yaml``, as the trainer runs with ``accelerate_config`` set: FSDP2's mixed precision
+computes in bf16 over the fp32 shards (the residual stream, norms and activations too, half the bytes of
+autocast's fp32 residual stream) instead of autocasting; ours and TRL only (plain has no Accelerate), and on a
+CPU Accelerate runs it unsharded (the row's ``distributed`` says what ran).
+Otherwise all sides: fp32 master weights with bf16 autocast, fused AdamW, clipping at 1.0, lr 2e-5, no gradient
 checkpointing, the same packed examples (TRL packs them itself, also best-fit decreasing, padding-free),
 ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``. Ours and TRL compute the LM head only where the next
 token is a target (TRL's fused LM head; ours through ``logits_to_keep``), skipping the prompts (about 4 % of
@@ -69,9 +73,10 @@ SHAPES = {  # Qwen2.5 configs (Qwen team, Qwen2.5 technical report, Table 1); ti
 }
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16, vendor spec sheets (SXM)
 # most telling first: pairs past --budget-s are skipped, so a short device call still measures the baseline,
-# compile and the chunked fused cross-entropy
-DEFAULT_CONFIGS = "varlen,varlen+compile,varlen+liger-fce,varlen+liger,sdpa,flex_attention+liger"
+# compile, the chunked fused cross-entropy and FSDP's bf16 compute
+DEFAULT_CONFIGS = "varlen,varlen+compile,varlen+liger-fce,varlen+fsdp,varlen+liger,sdpa,flex_attention+liger"
 ROW_KERNELS = ("varlen", "flash_attention_2", "flash_attention_3")  # take the packs of a batch as one row
+FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 
 
 def load_steps():
@@ -122,13 +127,13 @@ def versions() -> dict:
     return out
 
 
-def parse_config(name: str) -> tuple[str, bool, bool, bool]:
-    """ATTN[+liger|+liger-fce][+compile] -> (attn, liger, fused_ce, compile)."""
+def parse_config(name: str) -> tuple[str, bool, bool, bool, bool]:
+    """ATTN[+liger|+liger-fce][+compile][+fsdp] -> (attn, liger, fused_ce, compile, fsdp)."""
     attn, *flags = name.split("+")
-    unknown = set(flags) - {"liger", "liger-fce", "compile"}
+    unknown = set(flags) - {"liger", "liger-fce", "compile", "fsdp"}
     if unknown or len(flags) != len(set(flags)) or {"liger", "liger-fce"} <= set(flags):
-        raise SystemExit(f"config {name!r}: ATTN, then optionally +liger or +liger-fce, and +compile")
-    return attn, bool({"liger", "liger-fce"} & set(flags)), "liger-fce" in flags, "compile" in flags
+        raise SystemExit(f"config {name!r}: ATTN, then optionally +liger or +liger-fce, +compile and +fsdp")
+    return attn, bool({"liger", "liger-fce"} & set(flags)), "liger-fce" in flags, "compile" in flags, "fsdp" in flags
 
 
 def compiled_graphs() -> int:
@@ -147,7 +152,7 @@ def compiled_modules(model) -> int:
 
 
 def run_one(side: str, config_name: str, args) -> dict:
-    attn, liger, fused_ce, compile = parse_config(config_name)
+    attn, liger, fused_ce, compile, _ = parse_config(config_name)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(args.threads)
     steps_mod = load_steps()
@@ -204,9 +209,15 @@ def run_one(side: str, config_name: str, args) -> dict:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next((v for k, v in PEAK_BF16.items() if k in name), None)
     memory = torch.cuda.memory_stats() if device == "cuda" else {}
+    distributed = "NO"
+    if side != "plain":  # what Accelerate made of the launch: FSDP, or NO (one process, or +fsdp on a CPU)
+        from accelerate.state import PartialState
+
+        distributed = PartialState().distributed_type.value
     return {
         "config": config_name, "side": side, "attn": attn, "liger": liger, "compile": compile, "shape": args.shape,
         "seq": args.seq, "batch": args.batch, "device": name, **versions(), "params": n_params,
+        "distributed": distributed,
         "gradient_checkpointing": args.gradient_checkpointing, "timed_steps": args.steps, "real_tokens": real,
         "packing_efficiency": round(real / computed, 4), "step_s": round(seconds / args.steps, 4),
         "tokens_per_s": round(real / seconds), "tflops_per_s": round(flops / seconds / 1e12, 2),
@@ -252,6 +263,14 @@ def packing_leak(model, pack: list[dict], device: str) -> dict:
             out[key] = round(float((hidden[-len(ids[-1]):].float() - alone).abs().max()), 4)
     model.train()
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def synchronize():
@@ -536,7 +555,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--examples", type=int, default=120, help="synthetic examples to pack")
-    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="ATTN[+liger|+liger-fce][+compile], comma-separated")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
+                        help="ATTN[+liger|+liger-fce][+compile][+fsdp], comma-separated")
     parser.add_argument("--sides", default="ours,plain,trl")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -554,15 +574,23 @@ def main():
         return
     out = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
     env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TOKENIZERS_PARALLELISM": "false"}
-    began, rows = time.time(), []
-    for config in args.configs.split(","):
+    began, rows, configs = time.time(), [], args.configs.split(",")
+    for config in configs:  # a misspelt config stops the run before any of it
+        parse_config(config)
+    for config in configs:
         for side in args.sides.split(","):
-            started = time.time()
+            started, fsdp = time.time(), parse_config(config)[4]
+            command = [__file__, *sys.argv[1:], "--one", side, config]
+            if fsdp:  # one process under the shipped FSDP2 config, as the trainer launches itself with it
+                command = ["-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG), "--num_processes",
+                           "1", "--num_machines", "1", "--main_process_port", str(free_port()), *command]
             if started - began > args.budget_s:
                 row = {"config": config, "side": side, "error": f"skipped: past the {args.budget_s} s budget"}
+            elif fsdp and side == "plain":
+                row = {"config": config, "side": side, "error": "+fsdp: ours and TRL only (plain has no Accelerate)"}
             else:
                 try:
-                    done = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", side, config], env=env,
+                    done = subprocess.run([sys.executable, *command], env=env,
                                           capture_output=True, text=True, timeout=args.timeout, check=False)
                     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
                     row = json.loads(lines[-1][7:]) if lines else {

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -78,3 +79,12 @@ def test_gpu_mfu_profile_breakdown_on_a_cpu_counts_each_op_once():
     assert profile["ms_by_category"] == {"matmul": 0.08, "cross-entropy": 0.05, "other": 0.02}  # linear 10, t 10
     assert profile["busy_ms"] == 0.15  # linear's span and log_softmax's
     assert profile["kernels"] == 4
+
+
+def test_gpu_mfu_configs_parse_and_a_misspelt_one_is_refused():
+    gpu_mfu = load_benchmark("gpu_mfu")
+    assert gpu_mfu.parse_config("varlen") == ("varlen", False, False, False, False)
+    assert gpu_mfu.parse_config("varlen+liger-fce+compile+fsdp") == ("varlen", True, True, True, True)
+    for bad in ("varlen+liger+liger-fce", "varlen+fdsp", "sdpa+compile+compile"):
+        with pytest.raises(SystemExit, match="optionally"):
+            gpu_mfu.parse_config(bad)
