@@ -191,21 +191,27 @@ def run_one(side: str, config_name: str, args) -> dict:
         losses, trained = run_ours(steps_mod, model, batches, clock, compile)
     elif side == "plain":
         losses, trained = run_plain(model, batches, clock, device, compile)
-    elif side == "trl":
-        losses, timed_lengths, trained = run_trl(model, examples, args, clock, device, liger, compile)
+    elif side == "trl":  # TRL packs by itself (also best-fit decreasing): its steps hold other examples
+        losses, step_lengths, trained = run_trl(model, examples, args, clock, device, liger, compile)
     else:
         raise SystemExit(f"unknown side {side}")
+    if side != "trl":
+        step_lengths = [[len(e["input_ids"]) for pack in chunk for e in pack] for chunk in chunks]
     seconds = clock.timed_s
-    if side != "trl":  # TRL packs by itself (also best-fit decreasing): its timed steps hold other examples
-        timed = slice(args.warmup, args.warmup + args.steps)
-        timed_lengths = [len(e["input_ids"]) for chunk in chunks[timed] for pack in chunk for e in pack]
-        computed = sum(b["input_ids"].numel() for b in batches[timed])
-    else:
-        computed = sum(timed_lengths)  # padding-free: one row of examples end to end
-    real, contexts = work(timed_lengths)
+    timed, profiled_steps = slice(args.warmup, args.warmup + args.steps), slice(args.warmup + args.steps, needed)
+    timed_lengths = [n for step in step_lengths[timed] for n in step]
+    # padding included; TRL is padding-free: one row of examples end to end
+    computed = sum(b["input_ids"].numel() for b in batches[timed]) if side != "trl" else sum(timed_lengths)
+    real, _ = work(timed_lengths)
     attn_width = config.num_attention_heads * (getattr(config, "head_dim", None)
                                                or config.hidden_size // config.num_attention_heads)
-    flops = 6 * n_params * real + 12 * config.num_hidden_layers * attn_width * contexts
+
+    def model_flops(lengths: list[int]) -> dict:
+        """Matrix products (6 x parameters per token) and causal attention within each example."""
+        tokens, contexts = work(lengths)
+        return {"matmul": 6 * n_params * tokens, "attention": 12 * config.num_hidden_layers * attn_width * contexts}
+
+    flops = sum(model_flops(timed_lengths).values())
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next((v for k, v in PEAK_BF16.items() if k in name), None)
     memory = torch.cuda.memory_stats() if device == "cuda" else {}
@@ -231,15 +237,16 @@ def run_one(side: str, config_name: str, args) -> dict:
         "compiled_modules": compiled_modules(trained), "graphs": compiled_graphs(),
         "graphs_in_timed_steps": compiled_graphs() - clock.graphs_at_timing,
         "leak_check": leak,
-        **({"profile": profiled(clock, seconds / args.steps)} if clock.trace else {}),
+        **({"profile": profiled(clock, seconds / args.steps, model_flops(
+            [n for step in step_lengths[profiled_steps] for n in step]))} if clock.trace else {}),
     }
 
 
-def profiled(clock: StepClock, step_s: float) -> dict:
+def profiled(clock: StepClock, step_s: float, flops: dict) -> dict:
     """The breakdown, or why there is none: the timings above are worth keeping either way."""
     try:
         # beside step_ms, the profiled steps' own time shows what the profiler itself cost
-        return breakdown(clock.trace, clock.profile, step_s) | {
+        return breakdown(clock.trace, clock.profile, step_s, flops) | {
             "profiled_step_ms": round(1e3 * clock.profiled_s / clock.profile, 2)}
     except Exception as error:  # noqa: BLE001 - reported in the row
         return {"error": f"{type(error).__name__}: {error}"}
@@ -340,11 +347,13 @@ def category(name: str) -> str:
     return next((label for label, pattern in CATEGORIES if re.search(pattern, name, re.IGNORECASE)), "other")
 
 
-def breakdown(trace: list[dict], steps: int, step_s: float) -> dict:
+def breakdown(trace: list[dict], steps: int, step_s: float, flops: dict | None = None) -> dict:
     """Milliseconds per step by category and the busiest kernels, from a chrome trace of ``steps`` steps; busy is
     the union of the kernels' intervals, so ``idle_share`` (of the unprofiled step time) is the GPU waiting on
     the host: launch overhead that compiling or CUDA graphs would remove. Without GPU kernels (the CPU smoke
-    test) the aten ops' self times stand in."""
+    test) the aten ops' self times stand in. Given the model FLOPs of those steps by category, the TFLOP/s its
+    kernels reached: matmuls near the card's peak leave the rest of the step to win, far below it say the
+    products themselves are too small or too many."""
     events = [e for e in trace if e.get("cat") in DEVICE_EVENTS and e.get("dur") is not None]
     if events:
         intervals = [(float(e["ts"]), float(e["dur"])) for e in events]
@@ -384,6 +393,8 @@ def breakdown(trace: list[dict], steps: int, step_s: float) -> dict:
         "ms_by_category": {k: round(v * ms, 2) for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])},
         "top": [{"name": name[:100], "ms": round(t * ms, 2), "calls": round(n / steps, 1),
                  "category": category(name)} for name, (t, n) in top],
+        "tflops_per_s": {k: round(f / (per_category[k] * 1e-6) / 1e12, 1)
+                         for k, f in (flops or {}).items() if per_category.get(k)},
     }
 
 
@@ -437,7 +448,7 @@ def run_plain(model, batches, clock, device, compile: bool) -> tuple[list[float]
     return losses, model
 
 
-def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) -> tuple[list[float], list[int], object]:
+def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) -> tuple[list[float], list, object]:
     """TRL's SFTTrainer on the same examples, already tokenized: its best-fit-decreasing packing, padding-free."""
     from datasets import Dataset
     from transformers import PreTrainedTokenizerFast, TrainerCallback
@@ -447,7 +458,6 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
         "input_ids": [e["input_ids"] for e in examples],
         "completion_mask": [[int(t != -100) for t in e["labels"]] for e in examples],
     })
-    warmup = args.warmup
 
     class Clocked(TrainerCallback):
         def on_step_begin(self, *unused, **unused_kw):
@@ -487,7 +497,7 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
                         callbacks=[Clocked()])
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return losses, [n for step in seen[warmup : warmup + args.steps] for n in step], trainer.model_wrapped
+    return losses, seen, trainer.model_wrapped
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -535,14 +545,17 @@ def tables(lines: list[dict], rows: list[dict]):
     profiles = [r for r in rows if "profile" in r and "error" not in r["profile"]]
     if profiles:
         labels = list(dict.fromkeys(k for r in profiles for k in r["profile"]["ms_by_category"]))
-        where = Table("config", "side", "step ms", "busy ms", "idle", "kernels", *labels, "busiest",
+        where = Table("config", "side", "step ms", "busy ms", "idle", "kernels", *labels,
+                      "matmul · attention TFLOP/s", "busiest",
                       title=f"where a step goes (ms per step, {profiles[0]['profile']['source']})")
         for r in profiles:
             pr = r["profile"]
             top = pr["top"][0] if pr["top"] else {"name": "-", "ms": 0}
             where.add_row(r["config"], r["side"], str(pr["step_ms"]), str(pr["busy_ms"]),
                           f"{100 * pr['idle_share']:.0f} %", f"{pr['kernels']:,}",
-                          *(str(pr["ms_by_category"].get(k, 0)) for k in labels), f"{top['name'][:40]} {top['ms']}")
+                          *(str(pr["ms_by_category"].get(k, 0)) for k in labels),
+                          " · ".join(str(pr["tflops_per_s"].get(k, "-")) for k in ("matmul", "attention")),
+                          f"{top['name'][:40]} {top['ms']}")
         out.append(where)
     return out
 

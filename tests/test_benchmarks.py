@@ -57,7 +57,7 @@ def test_gpu_mfu_profile_breakdown_sorts_kernels_and_finds_the_idle_time():
     trace = [{"cat": "kernel" if not name.startswith("Memcpy") else "gpu_memcpy", "name": name, "ts": ts,
               "dur": dur} for name, ts, dur in kernels]
     trace.append({"cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 2000, "tid": 1})  # ignored on a GPU
-    profile = gpu_mfu.breakdown(trace, steps=1, step_s=0.002)
+    profile = gpu_mfu.breakdown(trace, steps=1, step_s=0.002, flops={"matmul": 2e11, "attention": 1e11, "loss": 1})
     assert profile["source"] == "gpu kernels"
     assert profile["ms_by_category"] == {"matmul": 0.4, "attention": 0.2, "cross-entropy": 0.1,
                                          "optimizer+clip": 0.1, "triton fused": 0.1, "other": 0.1,
@@ -65,6 +65,8 @@ def test_gpu_mfu_profile_breakdown_sorts_kernels_and_finds_the_idle_time():
     assert profile["busy_ms"] == 1.0  # 1.05 ms of kernels, 0.05 of them overlapping
     assert profile["idle_share"] == 0.5 and profile["kernels"] == 7
     assert profile["top"][0]["name"].startswith("nvjet") and profile["top"][0]["calls"] == 1
+    # 2e11 FLOPs in 0.4 ms of matmul kernels, 1e11 in 0.2 ms of attention; no kernels for "loss", no rate
+    assert profile["tflops_per_s"] == {"matmul": 500.0, "attention": 500.0}
 
 
 def test_gpu_mfu_profile_breakdown_on_a_cpu_counts_each_op_once():
