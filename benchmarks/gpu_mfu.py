@@ -587,12 +587,11 @@ def main():
         return
     out = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
     env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TOKENIZERS_PARALLELISM": "false"}
-    began, rows, configs = time.time(), [], args.configs.split(",")
-    for config in configs:  # a misspelt config stops the run before any of it
-        parse_config(config)
-    for config in configs:
+    began, rows = time.time(), []
+    configs = {name: parse_config(name) for name in args.configs.split(",")}  # a misspelt one stops it here
+    for config, (*_, fsdp) in configs.items():
         for side in args.sides.split(","):
-            started, fsdp = time.time(), parse_config(config)[4]
+            started = time.time()
             command = [__file__, *sys.argv[1:], "--one", side, config]
             if fsdp:  # one process under the shipped FSDP2 config, as the trainer launches itself with it
                 command = ["-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG), "--num_processes",
