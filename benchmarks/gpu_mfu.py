@@ -34,7 +34,8 @@ for the TRL side, liger-kernel only for +liger; a missing one is reported as an 
 itself is not imported: the `sft` trainer's step functions are loaded from plugins/nt_sft/steps.py by
 path. Each (config, side) pair runs in its own process, so one failing or running out of memory does not
 stop the others; pairs that would start past --budget-s seconds are skipped. One JSON line per pair on
-stdout and in $OUT/gpu_mfu.jsonl, then a table with the ratios ours/plain and ours/TRL per config (also
+stdout and in $OUT/gpu_mfu.jsonl, then a table with the ratios ours/plain and ours/TRL per config, and ours over
+ours in the first config (what each setting buys the trainer, in the same run; also
 $OUT/gpu_mfu_summary.json).
 
 ``--profile N`` runs N more steps under torch's profiler and adds, per pair, a step's GPU time by kernel
@@ -501,14 +502,17 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    """Per config: each side's tokens/s, MFU and peak memory, and ours over plain and over TRL."""
+    """Per config: each side's tokens/s, MFU and peak memory; ours over plain, over TRL and over the first config's ours."""
     out = []
+    first = next((r for r in rows if r["side"] == "ours"), {})
     for config in dict.fromkeys(r["config"] for r in rows):
         by_side = {r["side"]: r for r in rows if r["config"] == config and "tokens_per_s" in r}
         line = {"config": config}
         for side, r in by_side.items():
             line[side] = {k: r.get(k) for k in ("tokens_per_s", "mfu", "peak_mem_gib", "compile_s",
                                                  "graphs_in_timed_steps")}
+        if "ours" in by_side and "tokens_per_s" in first:
+            line["ours_over_first_ours"] = round(by_side["ours"]["tokens_per_s"] / first["tokens_per_s"], 3)
         for other in ("plain", "trl"):
             if "ours" in by_side and other in by_side:
                 ours, theirs = by_side["ours"], by_side[other]
@@ -528,7 +532,8 @@ def tables(lines: list[dict], rows: list[dict]):
     from rich.table import Table
 
     compare = Table("config", *(f"{side} tok/s · MFU · peak" for side in ("ours", "plain", "trl")),
-                    "ours/plain", "ours/trl", "compile s · graphs in timed steps", title="tokens/s and MFU")
+                    "ours/plain", "ours/trl", f"ours / ours {lines[0]['config'] if lines else ''}",
+                    "compile s · graphs in timed steps", title="tokens/s and MFU")
 
     def cell(r):
         if not r:
@@ -540,7 +545,8 @@ def tables(lines: list[dict], rows: list[dict]):
         compiled = ", ".join(f"{s} {line[s]['compile_s']} · {line[s]['graphs_in_timed_steps']}"
                              for s in ("ours", "plain", "trl") if line.get(s)) if "+compile" in line["config"] else ""
         compare.add_row(line["config"], *(cell(line.get(s)) for s in ("ours", "plain", "trl")),
-                        str(line.get("ours_over_plain", "-")), str(line.get("ours_over_trl", "-")), compiled)
+                        *(str(line.get(k, "-")) for k in ("ours_over_plain", "ours_over_trl", "ours_over_first_ours")),
+                        compiled)
     out = [compare]
     profiles = [r for r in rows if "profile" in r and "error" not in r["profile"]]
     if profiles:
