@@ -502,7 +502,8 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    """Per config: each side's tokens/s, MFU and peak memory; ours over plain, over TRL and over the first config's ours."""
+    """Per config: each side's tokens/s, MFU and peak memory; ours over plain, over TRL and over the first
+    config's ours."""
     out = []
     first = next((r for r in rows if r["side"] == "ours"), {})
     for config in dict.fromkeys(r["config"] for r in rows):
