@@ -636,8 +636,9 @@ from accelerate.state import AcceleratorState
 from torch._dynamo.utils import counters
 
 print("compiled graphs:", counters["stats"]["unique_graphs"])
-if AcceleratorState().fsdp_plugin is not None:
-    print("fsdp mixed precision:", AcceleratorState().fsdp_plugin.mixed_precision_policy)
+plugin = getattr(AcceleratorState(), "fsdp_plugin", None)  # DeepSpeed's state has no such attribute
+if plugin is not None:
+    print("fsdp mixed precision:", plugin.mixed_precision_policy)
 """
 
 
