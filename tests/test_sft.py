@@ -589,8 +589,8 @@ SHARDED_WORKER = """
 
 Accelerate 1.15 (state.py) enables FSDP only from a GPU-type state and DeepSpeed only when not on CPU: without
 GPUs the trainer would run plain DDP. Two shims, for this test only: FSDP gets its plugin (read from the
-launcher's FSDP_* variables) on the gloo MULTI_CPU state; DeepSpeed gets a gloo process group before the trainer
-builds its Accelerator. Everything else (prepare, clipping, save_state, load_state, the gathered save) is the
+launcher's FSDP_* variables, with the mixed-precision policy Accelerate gives a GPU state) on the gloo
+MULTI_CPU state; DeepSpeed gets a gloo process group before the trainer builds its Accelerator. Everything else (prepare, clipping, save_state, load_state, the gathered save) is the
 trainer's and Accelerate's own code. STOP_AFTER=n SIGKILLs every rank as step n+1 starts.
 \"\"\"
 import os, signal
@@ -711,7 +711,8 @@ def test_sharded_training_resumes_and_matches_one_process(kind, tiny, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [{"mixed_precision": "bf16"}, {"mixed_precision": "bf16", "lora": True, "lora_r": 4},
+@pytest.mark.parametrize("variant", [{"mixed_precision": "bf16"},
+                                     {"mixed_precision": "bf16", "lora": True, "lora_r": 4},
                                      {"mixed_precision": "no", "compile": True}], ids=["bf16", "bf16-lora", "compile"])
 def test_fsdp_with_bf16_or_compile_trains_like_one_process(variant, tiny, tmp_path):
     """The shipped FSDP2 config under bf16 (FSDP's mixed precision: bf16 compute over the fp32 shards, gradients
