@@ -60,6 +60,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -85,6 +86,7 @@ def load_steps():
     path = Path(__file__).resolve().parents[1] / "plugins" / "nt_sft" / "steps.py"
     spec = importlib.util.spec_from_file_location("nt_sft_steps", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # torch.compile imports the modules of the functions it traces by name
     spec.loader.exec_module(module)
     return module
 
@@ -567,6 +569,22 @@ def tables(lines: list[dict], rows: list[dict]):
     return out
 
 
+def run_pair(command: list[str], env: dict, timeout: int) -> tuple[str, str | None]:
+    """(stdout, stderr) of one pair's process; stderr None when it ran out of time. A timeout kills the process
+    and all its descendants: torchrun's worker (+fsdp) runs in a session of its own, and it and inductor's
+    compile workers would otherwise outlive it, hold its output open and keep their GPU memory from the pairs
+    after."""
+    import psutil  # Accelerate's own dependency
+
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            return process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in [*psutil.Process(process.pid).children(recursive=True), process]:
+                p.kill()
+            return process.communicate()[0], None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="qwen2.5-0.5b", choices=sorted(SHAPES))
@@ -589,8 +607,13 @@ def main():
     parser.add_argument("--one", nargs=2, metavar=("SIDE", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.one:
-        print("RESULT " + json.dumps(run_one(*args.one, args)), flush=True)
+    if args.one:  # the pair's own process: its error, not a launcher's summary of it, goes in its row
+        try:
+            row = run_one(*args.one, args)
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - reported in the row
+            row = {"config": args.one[1], "side": args.one[0], "error": traceback.format_exc()[-1500:]
+                   if isinstance(error, Exception) else str(error.code)}
+        print("RESULT " + json.dumps(row), flush=True)
         return
     out = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
     env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TOKENIZERS_PARALLELISM": "false"}
@@ -608,14 +631,11 @@ def main():
             elif fsdp and side == "plain":
                 row = {"config": config, "side": side, "error": "+fsdp: ours and TRL only (plain has no Accelerate)"}
             else:
-                try:
-                    done = subprocess.run([sys.executable, *command], env=env,
-                                          capture_output=True, text=True, timeout=args.timeout, check=False)
-                    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-                    row = json.loads(lines[-1][7:]) if lines else {
-                        "config": config, "side": side, "error": (done.stderr or done.stdout)[-1500:]}
-                except subprocess.TimeoutExpired:
-                    row = {"config": config, "side": side, "error": f"timed out after {args.timeout} s"}
+                stdout, stderr = run_pair([sys.executable, *command], env, args.timeout)
+                lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+                row = json.loads(lines[-1][7:]) if lines else {
+                    "config": config, "side": side,
+                    "error": f"timed out after {args.timeout} s" if stderr is None else (stderr or stdout)[-1500:]}
             row["process_s"] = round(time.time() - started, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
