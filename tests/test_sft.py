@@ -860,6 +860,25 @@ def test_gpu_kernels_are_chosen_only_where_they_run(tiny):
         SFTTrainer(liger="sometimes")
 
 
+def test_a_forward_with_defaults_runs_the_compiled_layers(tiny):
+    """How the trainer gives Liger's fused cross-entropy its chunks: the forward still reaches the layers that
+    Accelerate's regional compilation wraps (its model copy rebinds the method), and the default applies
+    unless the caller overrides it. A forward closed over the original model ran uncompiled layers."""
+    from accelerate.utils import compile_regions
+    from nt_sft.steps import forward_with_defaults
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    forward_with_defaults(model, {"logits_to_keep": 1})
+    compiled = compile_regions(model, backend="eager")
+    ids = torch.tensor([[1, 5, 9, 4, 7]])
+    graphs = counters["stats"]["unique_graphs"]
+    assert compiled(ids).logits.shape[1] == 1
+    assert counters["stats"]["unique_graphs"] > graphs
+    assert compiled(ids, logits_to_keep=0).logits.shape[1] == 5
+
+
 @pytest.mark.gpu
 def test_varlen_kernel_and_liger_match_sdpa_on_a_gpu(tiny, tokenizer):
     """On CUDA: PyTorch's varlen kernel on packed rows matches sdpa on each example alone (bf16 autocast);

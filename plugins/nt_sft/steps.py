@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -294,7 +293,7 @@ def _varlen_call(q, k, v, cu, max_len: int, scale):
     versions take ``window_size=(-1, 0)`` for causal and ``enable_gqa``."""
     from torch.nn.attention.varlen import varlen_attn
 
-    params = _parameters(varlen_attn)
+    params = _varlen_parameters or _read_varlen_parameters()
     kwargs = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
     if k.size(1) != q.size(1):
         if "enable_gqa" in params:
@@ -308,11 +307,19 @@ def _varlen_call(q, k, v, cu, max_len: int, scale):
     return varlen_attn(q, k, v, cu, cu, max_len, max_len, **kwargs)
 
 
-@functools.lru_cache
-def _parameters(function) -> frozenset[str]:
+def _read_varlen_parameters() -> frozenset[str]:
+    """Read once, eagerly (``varlen_available``): torch.compile cannot trace ``inspect``, and a graph break in
+    every attention call would split each compiled decoder layer in two."""
     import inspect
 
-    return frozenset(inspect.signature(function).parameters)
+    from torch.nn.attention.varlen import varlen_attn
+
+    global _varlen_parameters
+    _varlen_parameters = frozenset(inspect.signature(varlen_attn).parameters)
+    return _varlen_parameters
+
+
+_varlen_parameters: frozenset[str] = frozenset()
 
 
 def register_varlen_attention() -> str:
@@ -332,6 +339,7 @@ def varlen_available() -> bool:
     global varlen_error
     if varlen_error is None:
         try:
+            _read_varlen_parameters()
             q = torch.randn(8, 4, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
             kv = torch.randn(8, 2, 64, device="cuda", dtype=torch.bfloat16)
             cu = torch.tensor([0, 3, 8], device="cuda", dtype=torch.int32)
@@ -369,19 +377,28 @@ def apply_liger(model, fused_ce: bool = False) -> None:
     for. Its loss takes ``num_items_in_batch`` like transformers' own, so ``backward_window`` normalises it
     the same way. Note: Liger patches the model family's module (e.g. modeling_qwen2) for the rest of the
     process."""
-    from types import MethodType
-
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
     chunking = liger_ce_chunking(model.config) if fused_ce else {}
-    if chunking:  # a method, not a partial: Accelerate rebinds model.forward when it unwraps the model
-        liger_forward = model.forward
+    if chunking:
+        forward_with_defaults(model, chunking)
 
-        def forward(self, *args, **kwargs):
-            return liger_forward(*args, **(chunking | kwargs))
 
-        model.forward = MethodType(forward, model)
+def forward_with_defaults(model, defaults: dict) -> None:
+    """``model.forward`` given ``defaults`` unless its caller passes them, as a method of whichever object holds
+    it: Accelerate's regional compilation builds a new model object around the compiled layers and rebinds
+    the instance's methods to it (and so does unwrapping), where a forward that called the original object's
+    bound method would run the original, uncompiled layers (on an H100, Liger's fused cross-entropy with
+    ``compile`` compiled no graph at all)."""
+    from types import MethodType
+
+    function = model.forward.__func__
+
+    def forward(self, *args, **kwargs):
+        return function(self, *args, **(defaults | kwargs))
+
+    model.forward = MethodType(forward, model)
 
 
 LIGER_CE_CHUNKS = 8  # torchtune's CEWithChunkedOutputLoss splits the tokens into 8 chunks by default
