@@ -90,3 +90,18 @@ def test_gpu_mfu_configs_parse_and_a_misspelt_one_is_refused():
     for bad in ("varlen+liger+liger-fce", "varlen+fdsp", "sdpa+compile+compile"):
         with pytest.raises(SystemExit, match="optionally"):
             gpu_mfu.parse_config(bad)
+
+
+def test_gpu_mfu_names_the_guards_that_made_dynamo_recompile():
+    """A compiled step that keeps compiling (as varlen+compile did on an H100) says why in its row."""
+    gpu_mfu = load_benchmark("gpu_mfu")
+    failures = gpu_mfu.watch_compiler()
+    try:
+        double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+        double(torch.ones(3))
+        double(torch.ones(5))
+    finally:
+        torch._logging.set_logs()
+    notes = gpu_mfu.compiler_notes(failures)
+    assert any("size mismatch" in guard for guard in notes["recompile_guards"]), notes
+    assert notes["graph_breaks"] == {}
