@@ -11,18 +11,21 @@ kernel, registered by the `sft` trainer's steps module); ``+liger`` applies Lige
 RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
 ``apply_liger``, plain with Liger's ``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its
 ``use_liger_kernel`` (layer kernels only: TRL computes the loss with its own chunked LM head).
-``+compile`` is torch.compile (inductor, default mode, automatic dynamic shapes) of each decoder layer and of
-the other leaf modules, Accelerate's regional compilation: ours through the trainer's ``make_accelerator``
-(``compile: true``), plain with Accelerate's ``compile_regions`` (the same call, by hand), TRL with
-``torch_compile=True`` and ``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION``. The warmup steps absorb the
-compilations: ``compile_s`` is their time beyond that many timed steps, and ``graphs_in_timed_steps`` counts
-graphs compiled during the timed steps (0, or the warmup was too short: raise --warmup). Only the first
-compiling process of a run compiles cold; the later ones find inductor's on-disk cache (CPU, tiny shape:
-52 s, then 3-8 s). ``+fsdp`` runs the pair as one process under ``accelerate launch --config_file
-configs/accelerate/fsdp.yaml``, as the trainer runs with ``accelerate_config`` set: FSDP2's mixed precision
-computes in bf16 over the fp32 shards (the residual stream, norms and activations too, half the bytes of
-autocast's fp32 residual stream) instead of autocasting; ours and TRL only (plain has no Accelerate), and on a
-CPU Accelerate runs it unsharded (the row's ``distributed`` says what ran).
+``+compile`` is torch.compile (inductor, default mode, every size dynamic from the first compile) of each
+decoder layer and of the other leaf modules, Accelerate's regional compilation: ours through the trainer's
+``make_accelerator`` (``compile: true``), plain with Accelerate's ``compile_regions`` (the same call, by hand),
+TRL with ``torch_compile=True``, ``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`` and ``ACCELERATE_DYNAMO_USE_DYNAMIC``.
+(Packed rows change length and sequence count every step; with automatic dynamic shapes each layer recompiled
+for every size that first varied, on an H100 still during the timed steps.) The warmup steps absorb the
+compilations: ``compile_s`` is their time beyond that many timed steps, ``graphs_in_timed_steps`` counts
+graphs compiled during the timed steps (0, or the warmup was too short: raise --warmup), and
+``recompile_guards`` and ``graph_breaks`` say where compiled code was left. Only the first compiling process of a
+run compiles cold; the later ones find inductor's on-disk cache (CPU, tiny shape: 52 s, then 3-8 s).
+``+fsdp`` runs the pair as one process under ``accelerate launch --config_file configs/accelerate/fsdp.yaml``, as
+the trainer runs with ``accelerate_config`` set: FSDP2's mixed precision computes in bf16 over the fp32 shards (the
+residual stream, norms and activations too, half the bytes of autocast's fp32 residual stream) instead of
+autocasting; ours and TRL only (plain has no Accelerate), and on a CPU Accelerate runs it unsharded (the row's
+``distributed`` says what ran).
 Otherwise all sides: fp32 master weights with bf16 autocast, fused AdamW, clipping at 1.0, lr 2e-5, no gradient
 checkpointing, the same packed examples (TRL packs them itself, also best-fit decreasing, padding-free),
 ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``. Ours and TRL compute the LM head only where the next
@@ -462,9 +465,9 @@ def run_plain(model, batches, clock, device, compile: bool) -> tuple[list[float]
         try:
             from accelerate.utils import compile_regions
         except ImportError:  # an Accelerate without regional compilation: the trainer compiles the whole model too
-            model = torch.compile(model, backend="inductor", mode="default")
+            model = torch.compile(model, backend="inductor", mode="default", dynamic=True)
         else:
-            model = compile_regions(model, backend="inductor", mode="default")
+            model = compile_regions(model, backend="inductor", mode="default", dynamic=True)
     keys = ("input_ids", "position_ids", "labels", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
     losses = []
     for batch in batches:
@@ -499,8 +502,9 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
         def on_step_end(self, *unused, **unused_kw):
             clock.end()
 
-    if compile:  # the Trainer's TorchDynamoPlugin reads this when the argument is not given (transformers 5)
+    if compile:  # the Trainer's TorchDynamoPlugin reads these when the arguments are not given (transformers 5)
         os.environ["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] = "true"
+        os.environ["ACCELERATE_DYNAMO_USE_DYNAMIC"] = "true"
 
     from tokenizers import Tokenizer, models
 

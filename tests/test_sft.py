@@ -524,7 +524,7 @@ def test_compile_is_in_the_cache_key_and_off_means_off(monkeypatch):
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "inductor")
     assert dynamo_plugin(False).backend == DynamoBackend.NO
     on = dynamo_plugin(True)
-    assert on.backend == DynamoBackend.INDUCTOR and on.use_regional_compilation
+    assert on.backend == DynamoBackend.INDUCTOR and on.use_regional_compilation and on.dynamic
 
 
 @pytest.mark.slow
@@ -534,14 +534,28 @@ def test_compiled_packed_training_matches_eager(tiny, tmp_path, variant):
     """compile=True (Accelerate's regional torch.compile, inductor) trains a packed fp32 run to the same loss
     curve and weights as eager, and writes a plain folder (no compile wrapper in the weight names); also with
     LoRA (peft's wrapped layers compile) and with gradient checkpointing (the compiled layers recompute).
-    About a minute each on a CPU, nearly all of it compiling."""
+    Packs of other lengths and sequence counts recompile nothing. About a minute each on a CPU, nearly all of it
+    compiling."""
+    import logging
+
     from torch._dynamo.utils import counters
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            recompiles.append(record.getMessage())
 
     settings = dict(epochs=2, lr=3e-3, max_length=256, batch_size=1, packing=True, mixed_precision="no") | variant
     eager = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "eager"))
-    graphs = counters["stats"]["unique_graphs"]
-    compiled = SFTTrainer(compile=True, **settings).train(make_examples(8), tiny, context(tmp_path / "compiled"))
+    graphs, recompiles, keep = counters["stats"]["unique_graphs"], [], Keep()
+    torch._logging.set_logs(recompiles=True)
+    logging.getLogger("torch._dynamo.guards.__recompiles").addHandler(keep)
+    try:
+        compiled = SFTTrainer(compile=True, **settings).train(make_examples(8), tiny, context(tmp_path / "compiled"))
+    finally:
+        logging.getLogger("torch._dynamo.guards.__recompiles").removeHandler(keep)
+        torch._logging.set_logs()
     assert counters["stats"]["unique_graphs"] > graphs  # dynamo did compile something
+    assert not [r for r in recompiles if "size mismatch" in r], recompiles
     assert compiled["packs"] == eager["packs"] < 8
     assert compiled["loss_curve"] == pytest.approx(eager["loss_curve"], rel=1e-5)
     assert compiled["loss_curve"][-1] < compiled["loss_curve"][0] - 0.2  # it learned (LoRA r=4 the least)
