@@ -788,6 +788,19 @@ def reference_varlen_attn(style: str, calls: list):
     return varlen_attn
 
 
+def test_varlen_attention_compiles_without_a_graph_break():
+    """torch.compile keeps PyTorch's own varlen op inside a compiled decoder layer's graph (a break would split
+    every layer in two). Traced on meta tensors through the op's fake kernel: its CUDA kernel cannot run here."""
+    from nt_sft.steps import varlen_attention_forward
+
+    query = torch.empty(1, 14, 16, 64, device="meta", dtype=torch.bfloat16)
+    kv = torch.empty(1, 2, 16, 64, device="meta", dtype=torch.bfloat16)
+    cu = torch.empty(3, dtype=torch.int32, device="meta")
+    explained = torch._dynamo.explain(lambda q, k, v: varlen_attention_forward(
+        None, q, k, v, None, scaling=0.125, cu_seq_lens_q=cu, max_length_q=11)[0])(query, kv, kv)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
 @pytest.mark.parametrize("style", ["2.10", "2.12"])
 def test_varlen_attention_keeps_packed_examples_apart(tiny, tokenizer, monkeypatch, style):
     """The `varlen` attention function (registered with transformers) on packed rows gives each example's

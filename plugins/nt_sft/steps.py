@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -294,7 +295,7 @@ def _varlen_call(q, k, v, cu, max_len: int, scale):
     versions take ``window_size=(-1, 0)`` for causal and ``enable_gqa``."""
     from torch.nn.attention.varlen import varlen_attn
 
-    params = _varlen_parameters or _read_varlen_parameters()
+    params = _parameters(varlen_attn)
     kwargs = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
     if k.size(1) != q.size(1):
         if "enable_gqa" in params:
@@ -308,19 +309,11 @@ def _varlen_call(q, k, v, cu, max_len: int, scale):
     return varlen_attn(q, k, v, cu, cu, max_len, max_len, **kwargs)
 
 
-def _read_varlen_parameters() -> frozenset[str]:
-    """Read once, eagerly (``varlen_available``): torch.compile cannot trace ``inspect``, and a graph break in
-    every attention call would split each compiled decoder layer in two."""
+@functools.lru_cache
+def _parameters(function) -> frozenset[str]:
     import inspect
 
-    from torch.nn.attention.varlen import varlen_attn
-
-    global _varlen_parameters
-    _varlen_parameters = frozenset(inspect.signature(varlen_attn).parameters)
-    return _varlen_parameters
-
-
-_varlen_parameters: frozenset[str] = frozenset()
+    return frozenset(inspect.signature(function).parameters)
 
 
 def register_varlen_attention() -> str:
@@ -340,7 +333,6 @@ def varlen_available() -> bool:
     global varlen_error
     if varlen_error is None:
         try:
-            _read_varlen_parameters()
             q = torch.randn(8, 4, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
             kv = torch.randn(8, 2, 64, device="cuda", dtype=torch.bfloat16)
             cu = torch.tensor([0, 3, 8], device="cuda", dtype=torch.int32)
@@ -372,12 +364,11 @@ def liger_supported(model_type: str) -> str | None:
 def apply_liger(model, fused_ce: bool = False) -> None:
     """Liger's kernels on a loaded model (before PEFT and ``accelerator.prepare``), as transformers' Trainer
     applies them for ``use_liger_kernel``: RMSNorm, RoPE, SwiGLU and, with ``fused_ce``, the fused linear
-    cross-entropy, which never materialises the (tokens x vocabulary) logits, in chunks of
-    ``liger_ce_chunking``. With Liger's own chunks it halved peak memory but was slower on an H100 for a
-    Qwen2.5-0.5B shape at 8k tokens (31k vs 51k tok/s, benchmarks/gpu_mfu.py), so it is off unless asked
-    for. Its loss takes ``num_items_in_batch`` like transformers' own, so ``backward_window`` normalises it
-    the same way. Note: Liger patches the model family's module (e.g. modeling_qwen2) for the rest of the
-    process."""
+    cross-entropy, which never materialises the (tokens x vocabulary) logits, in chunks of ``liger_ce_chunking``.
+    On an H100, Qwen2.5-0.5B shape at 8k tokens (benchmarks/gpu_mfu.py), it halves peak memory but is not faster
+    (31k tok/s in Liger's own chunks, 42.8k in ours, 44.6k without), so it is off unless asked for. Its loss takes
+    ``num_items_in_batch`` like transformers' own, so ``backward_window`` normalises it the same way. Note: Liger
+    patches the model family's module (e.g. modeling_qwen2) for the rest of the process."""
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
