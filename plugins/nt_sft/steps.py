@@ -366,9 +366,10 @@ def apply_liger(model, fused_ce: bool = False) -> None:
     applies them for ``use_liger_kernel``: RMSNorm, RoPE, SwiGLU and, with ``fused_ce``, the fused linear
     cross-entropy, which never materialises the (tokens x vocabulary) logits, in chunks of ``liger_ce_chunking``.
     On an H100, Qwen2.5-0.5B shape at 8k tokens (benchmarks/gpu_mfu.py), it halves peak memory but is not faster
-    (31k tok/s in Liger's own chunks, 42.8k in ours, 44.6k without), so it is off unless asked for. Its loss takes
-    ``num_items_in_batch`` like transformers' own, so ``backward_window`` normalises it the same way. Note: Liger
-    patches the model family's module (e.g. modeling_qwen2) for the rest of the process."""
+    (42.8k tok/s in our chunks against 44.6k without in one run; Liger's own chunks gave 31k against 51k on
+    another machine), so it is off unless asked for. Its loss takes ``num_items_in_batch`` like transformers' own,
+    so ``backward_window`` normalises it the same way. Note: Liger patches the model family's module (e.g.
+    modeling_qwen2) for the rest of the process."""
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
     _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
