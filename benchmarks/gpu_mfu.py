@@ -429,6 +429,9 @@ def breakdown(trace: list[dict], steps: int, step_s: float, flops: dict | None =
         "ms_by_category": {k: round(v * ms, 2) for k, v in sorted(per_category.items(), key=lambda kv: -kv[1])},
         "top": [{"name": name[:100], "ms": round(t * ms, 2), "calls": round(n / steps, 1),
                  "category": category(name)} for name, (t, n) in top],
+        # where the launches come from, when the GPU waits on the host
+        "most_launched": [{"name": name[:100], "calls": round(n / steps, 1), "ms": round(t * ms, 2)}
+                          for name, (t, n) in sorted(per_name.items(), key=lambda kv: -kv[1][1])[:6]],
         "tflops_per_s": {k: round(f / (per_category[k] * 1e-6) / 1e12, 1)
                          for k, f in (flops or {}).items() if per_category.get(k)},
     }

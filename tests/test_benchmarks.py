@@ -75,12 +75,13 @@ def test_gpu_mfu_profile_breakdown_on_a_cpu_counts_each_op_once():
     gpu_mfu = load_benchmark("gpu_mfu")
     trace = [{"cat": "cpu_op", "tid": 7, "name": name, "ts": ts, "dur": dur} for name, ts, dur in [
         ("aten::linear", 0, 100), ("aten::t", 0, 10), ("aten::addmm", 10, 80),
-        ("aten::_log_softmax", 200, 50)]]
+        ("aten::_log_softmax", 200, 50), ("aten::t", 300, 10)]]
     profile = gpu_mfu.breakdown(trace, steps=1, step_s=0.001)
     assert profile["source"] == "cpu ops (self time)"
-    assert profile["ms_by_category"] == {"matmul": 0.08, "cross-entropy": 0.05, "other": 0.02}  # linear 10, t 10
-    assert profile["busy_ms"] == 0.15  # linear's span and log_softmax's
-    assert profile["kernels"] == 4
+    assert profile["ms_by_category"] == {"matmul": 0.08, "cross-entropy": 0.05, "other": 0.03}  # linear 10, t 20
+    assert profile["busy_ms"] == 0.16  # linear's span, log_softmax's and the second t's
+    assert profile["kernels"] == 5
+    assert profile["most_launched"][0] == {"name": "aten::t", "calls": 2, "ms": 0.02}
 
 
 def test_gpu_mfu_configs_parse_and_a_misspelt_one_is_refused():
