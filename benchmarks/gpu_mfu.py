@@ -173,7 +173,9 @@ def compiler_notes(failures: list[str]) -> dict:
 
     from torch._dynamo.utils import counters
 
-    top = lambda counts: {k[:240]: n for k, n in Counter(counts).most_common(5)}  # noqa: E731
+    def top(counts) -> dict:
+        return {k[:240]: n for k, n in Counter(counts).most_common(5)}
+
     return {"recompile_guards": top(failures), "graph_breaks": top(counters["graph_break"])}
 
 
