@@ -5,18 +5,21 @@ transformers loop, on a random-init model of a real shape and packed sequences o
     python benchmarks/gpu_mfu.py --shape tiny --seq 512 --steps 2 --warmup 1 --configs sdpa   # CPU smoke test
     python benchmarks/gpu_mfu.py --configs varlen+compile,varlen --warmup 5 --profile 2   # and where the time goes
 
-The matrix is --configs (ATTN, then optionally +liger or +liger-fce, +compile and +fsdp) x --sides (ours, plain,
-trl). ATTN is a transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen
+The matrix is --configs (ATTN, then optionally +liger or +liger-fce, +compile or +cudagraphs, and +fsdp) x --sides
+(ours, plain, trl). ATTN is a transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen
 kernel, registered by the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm,
 RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
 ``apply_liger``, plain with Liger's ``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its
 ``use_liger_kernel`` (layer kernels only: TRL computes the loss with its own chunked LM head).
-``+compile`` is torch.compile (inductor, default mode, every size dynamic from the first compile) of each
-decoder layer and of the other leaf modules, Accelerate's regional compilation: ours through the trainer's
-``make_accelerator`` (``compile: true``), plain with Accelerate's ``compile_regions`` (the same call, by hand),
-TRL with ``torch_compile=True``, ``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`` and ``ACCELERATE_DYNAMO_USE_DYNAMIC``.
-(Packed rows change length and sequence count every step; with automatic dynamic shapes each layer recompiled
-for every size that first varied, on an H100 still during the timed steps.) The warmup steps absorb the
+``+compile`` is torch.compile (inductor, default mode) of each decoder layer and of the other leaf modules,
+Accelerate's regional compilation, ``+cudagraphs`` the same in mode ``reduce-overhead`` (each compiled region
+replayed as a CUDA graph: one launch where eager launches every kernel). Ours through the trainer's
+``make_accelerator`` (``compile: true``, ``compile_mode``), plain with Accelerate's ``compile_regions`` (the same
+call, by hand), both on the batches laid out as the trainer lays out a compiled packed run (``steps.Layout``: every
+step one shape, so static sizes and one graph); TRL with ``torch_compile=True``, ``torch_compile_mode``,
+``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`` and ``ACCELERATE_DYNAMO_USE_DYNAMIC`` (its padding-free rows change
+length every step; with automatic dynamic shapes each layer recompiled for every size that first varied, on an
+H100 still during the timed steps). The warmup steps absorb the
 compilations: ``compile_s`` is their time beyond that many timed steps, ``graphs_in_timed_steps`` counts
 graphs compiled during the timed steps (0, or the warmup was too short: raise --warmup), and
 ``recompile_guards`` and ``graph_breaks`` say where compiled code was left. Only the first compiling process of a
@@ -78,9 +81,9 @@ SHAPES = {  # Qwen2.5 configs (Qwen team, Qwen2.5 technical report, Table 1); ti
 }
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16, vendor spec sheets (SXM)
 # most telling first: pairs past --budget-s are skipped, so a short device call still measures the baseline and
-# the likeliest way to fewer kernels and bytes (measured on an H100, eager varlen leaves the GPU idle 48 % of a
+# the likeliest way to fewer launches and bytes (measured on an H100, eager varlen leaves the GPU idle 48 % of a
 # step waiting on the host; Liger's fused cross-entropy takes a quarter off its busy time)
-DEFAULT_CONFIGS = "varlen,varlen+liger-fce+compile,varlen+compile,varlen+liger-fce,varlen+fsdp,sdpa"
+DEFAULT_CONFIGS = "varlen,varlen+cudagraphs,varlen+liger-fce+cudagraphs,varlen+compile,varlen+liger-fce,varlen+fsdp,sdpa"
 ROW_KERNELS = ("varlen", "flash_attention_2", "flash_attention_3")  # take the packs of a batch as one row
 FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 
@@ -134,13 +137,16 @@ def versions() -> dict:
     return out
 
 
-def parse_config(name: str) -> tuple[str, bool, bool, bool, bool]:
-    """ATTN[+liger|+liger-fce][+compile][+fsdp] -> (attn, liger, fused_ce, compile, fsdp)."""
+def parse_config(name: str) -> tuple[str, bool, bool, str | None, bool]:
+    """ATTN[+liger|+liger-fce][+compile|+cudagraphs][+fsdp] -> (attn, liger, fused_ce, compile mode or None, fsdp)."""
     attn, *flags = name.split("+")
-    unknown = set(flags) - {"liger", "liger-fce", "compile", "fsdp"}
-    if unknown or len(flags) != len(set(flags)) or {"liger", "liger-fce"} <= set(flags):
-        raise SystemExit(f"config {name!r}: ATTN, then optionally +liger or +liger-fce, +compile and +fsdp")
-    return attn, bool({"liger", "liger-fce"} & set(flags)), "liger-fce" in flags, "compile" in flags, "fsdp" in flags
+    unknown = set(flags) - {"liger", "liger-fce", "compile", "cudagraphs", "fsdp"}
+    if unknown or len(flags) != len(set(flags)) or {"liger", "liger-fce"} <= set(flags) \
+            or {"compile", "cudagraphs"} <= set(flags):
+        raise SystemExit(f"config {name!r}: ATTN, then optionally +liger or +liger-fce, +compile or +cudagraphs, "
+                         "and +fsdp")
+    mode = "reduce-overhead" if "cudagraphs" in flags else "default" if "compile" in flags else None
+    return attn, bool({"liger", "liger-fce"} & set(flags)), "liger-fce" in flags, mode, "fsdp" in flags
 
 
 def compiled_graphs() -> int:
@@ -150,25 +156,36 @@ def compiled_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def watch_compiler() -> list[str]:
-    """The guards whose failure made dynamo recompile, from now on in this process (what ``TORCH_LOGS=recompiles``
-    prints): a compiled step that keeps compiling says here which size or value it was specialised on."""
+def watch_compiler() -> dict[str, list[str]]:
+    """From now on in this process: the guards whose failure made dynamo recompile (what ``TORCH_LOGS=recompiles``
+    prints), and inductor's CUDA-graph recordings and reasons for skipping CUDA graphs (``TORCH_LOGS=cudagraphs``): a
+    compiled step that keeps compiling or recording says here which size or value it was specialised on, and one that
+    still launches kernel by kernel says why."""
     import logging
 
-    failures: list[str] = []
+    seen: dict[str, list[str]] = {"recompile_guards": [], "cudagraph_skips": [], "cudagraph_recordings": []}
 
     class Keep(logging.Handler):
         def emit(self, record):
-            failures.extend(line.strip()[2:] for line in record.getMessage().splitlines()
-                            if line.strip().startswith("- "))
+            message = record.getMessage()
+            if record.name.endswith("__recompiles"):
+                seen["recompile_guards"] += [line.strip()[2:] for line in message.splitlines()
+                                             if line.strip().startswith("- ")]
+            elif message.startswith("skipping cudagraphs"):
+                seen["cudagraph_skips"].append(message)
+            elif "Recording function" in message:
+                seen["cudagraph_recordings"].append(message)
 
-    torch._logging.set_logs(recompiles=True)
-    logging.getLogger("torch._dynamo.guards.__recompiles").addHandler(Keep())
-    return failures
+    torch._logging.set_logs(recompiles=True, cudagraphs=True)
+    for name in ("torch._dynamo.guards.__recompiles", "torch._inductor.cudagraph_utils.__cudagraphs",
+                 "torch._inductor.cudagraph_trees.__cudagraphs"):
+        logging.getLogger(name).addHandler(Keep())
+    return seen
 
 
-def compiler_notes(failures: list[str]) -> dict:
-    """Recompilations and graph breaks, the most frequent first: where a compiled model leaves the graph."""
+def compiler_notes(seen: dict[str, list[str]]) -> dict:
+    """Recompilations, graph breaks and CUDA graphs skipped (inductor's count; the reasons on a GPU), the most
+    frequent first: where a compiled model leaves the graph."""
     from collections import Counter
 
     from torch._dynamo.utils import counters
@@ -176,7 +193,10 @@ def compiler_notes(failures: list[str]) -> dict:
     def top(counts) -> dict:
         return {k[:240]: n for k, n in Counter(counts).most_common(5)}
 
-    return {"recompile_guards": top(failures), "graph_breaks": top(counters["graph_break"])}
+    return {"recompile_guards": top(seen["recompile_guards"]), "graph_breaks": top(counters["graph_break"]),
+            "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+            "cudagraph_skip_reasons": top(seen["cudagraph_skips"]),
+            "cudagraph_recordings": len(seen["cudagraph_recordings"])}
 
 
 def compiled_modules(model) -> int:
@@ -188,7 +208,8 @@ def compiled_modules(model) -> int:
 
 
 def run_one(side: str, config_name: str, args) -> dict:
-    attn, liger, fused_ce, compile, _ = parse_config(config_name)
+    attn, liger, fused_ce, compile_mode, _ = parse_config(config_name)
+    compile = compile_mode is not None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(args.threads)
     steps_mod = load_steps()
@@ -208,7 +229,9 @@ def run_one(side: str, config_name: str, args) -> dict:
     if len(chunks) < needed:
         raise SystemExit(f"{len(chunks)} batches of packs for {needed} steps: raise --examples")
     chunks = chunks[:needed]
-    batches = [steps_mod.pack_batch(chunk, 0, one_row=row, varlen=row) for chunk in chunks]
+    # compiled, in one shape for every step, as the trainer lays out a compiled run's packs
+    layout = steps_mod.Layout.of(packs, args.batch, args.seq) if compile else None
+    batches = [steps_mod.pack_batch(chunk, 0, one_row=row, varlen=row, layout=layout) for chunk in chunks]
 
     model, config = build_model(args.shape, args.seq, attn, device)
     if liger and side == "ours":
@@ -222,14 +245,14 @@ def run_one(side: str, config_name: str, args) -> dict:
     leak = packing_leak(model, packs[0], device) if side == "ours" else None
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    clock = StepClock(args.warmup, args.steps, args.profile)
-    failures = watch_compiler() if compile else []
+    watched = watch_compiler() if compile else None
+    clock = StepClock(args.warmup, args.steps, args.profile, watched)
     if side == "ours":
-        losses, trained = run_ours(steps_mod, model, batches, clock, compile)
+        losses, trained = run_ours(steps_mod, model, batches, clock, compile_mode)
     elif side == "plain":
-        losses, trained = run_plain(model, batches, clock, device, compile)
+        losses, trained = run_plain(model, batches, clock, device, compile_mode)
     elif side == "trl":  # TRL packs by itself (also best-fit decreasing): its steps hold other examples
-        losses, step_lengths, trained = run_trl(model, examples, args, clock, device, liger, compile)
+        losses, step_lengths, trained = run_trl(model, examples, args, clock, device, liger, compile_mode)
     else:
         raise SystemExit(f"unknown side {side}")
     if side != "trl":
@@ -258,7 +281,7 @@ def run_one(side: str, config_name: str, args) -> dict:
 
         distributed = PartialState().distributed_type.value
     return {
-        "config": config_name, "side": side, "attn": attn, "liger": liger, "compile": compile, "shape": args.shape,
+        "config": config_name, "side": side, "attn": attn, "liger": liger, "compile": compile_mode, "shape": args.shape,
         "seq": args.seq, "batch": args.batch, "device": name, **versions(), "params": n_params,
         "distributed": distributed,
         "gradient_checkpointing": args.gradient_checkpointing, "timed_steps": args.steps, "real_tokens": real,
@@ -273,7 +296,8 @@ def run_one(side: str, config_name: str, args) -> dict:
         "compile_s": round(clock.warmup_s - args.warmup * seconds / args.steps, 2),
         "compiled_modules": compiled_modules(trained), "graphs": compiled_graphs(),
         "graphs_in_timed_steps": compiled_graphs() - clock.graphs_at_timing,
-        **(compiler_notes(failures) if compile else {}),
+        **(compiler_notes(watched) | {"cudagraph_recordings_in_timed_steps": clock.recordings_in_timed_steps()}
+           if compile else {}),
         "leak_check": leak,
         **({"profile": profiled(clock, seconds / args.steps, model_flops(
             [n for step in step_lengths[profiled_steps] for n in step]))} if clock.trace else {}),
@@ -329,17 +353,24 @@ def to_device(batch: dict, device) -> dict:
 
 class StepClock:
     """Seconds of the timed steps and of the warmup steps (where the compilations happen), each step between
-    device synchronisations; how many graphs were compiled when the timed steps began; and, with ``profile``
+    device synchronisations; how many graphs were compiled when the timed steps began (and CUDA graphs recorded
+    during them); and, with ``profile``
     steps after the timed ones, torch's profiler over those (their time counts in neither)."""
 
-    def __init__(self, warmup: int, timed: int, profile: int = 0):
+    def __init__(self, warmup: int, timed: int, profile: int = 0, watched: dict | None = None):
         self.warmup, self.timed, self.profile, self.step, self.started = warmup, timed, profile, 0, 0.0
         self.timed_s, self.warmup_s, self.profiled_s, self.graphs_at_timing = 0.0, 0.0, 0.0, 0
         self.profiler, self.trace = None, None
+        self.watched, self.recorded = watched, {}  # CUDA graphs recorded by the start and the end of the timed steps
+
+    def recordings_in_timed_steps(self) -> int:
+        """CUDA graphs recorded during the timed steps: 0, or the graphs were not replayed as they stood."""
+        return self.recorded.get("end", 0) - self.recorded.get("start", 0)
 
     def begin(self):
         if self.step == self.warmup:
             self.graphs_at_timing = compiled_graphs()
+            self.recorded["start"] = len(self.watched["cudagraph_recordings"]) if self.watched else 0
         if self.profile and self.step == self.warmup + self.timed:
             from torch.profiler import ProfilerActivity, profile
 
@@ -359,6 +390,8 @@ class StepClock:
         else:
             self.profiled_s += elapsed
         self.step += 1
+        if self.step == self.warmup + self.timed:
+            self.recorded["end"] = len(self.watched["cudagraph_recordings"]) if self.watched else 0
         if self.profiler is not None and self.step == self.warmup + self.timed + self.profile:
             self.profiler.stop()
             path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu-mfu-trace-{os.getpid()}.json"
@@ -439,14 +472,15 @@ def breakdown(trace: list[dict], steps: int, step_s: float, flops: dict | None =
     }
 
 
-def run_ours(steps_mod, model, batches, clock, compile: bool) -> tuple[list[float], torch.nn.Module]:
-    """The `sft` trainer's own step: Accelerate (compiling, if asked, as the trainer does), token-normalised
-    backward, clipping, fused AdamW, schedule."""
+def run_ours(steps_mod, model, batches, clock, compile_mode: str | None) -> tuple[list[float], torch.nn.Module]:
+    """The `sft` trainer's own step: Accelerate (compiling, if asked, as the trainer does a packed run: one
+    shape), token-normalised backward, clipping, fused AdamW, schedule."""
     from types import SimpleNamespace
 
     settings = SimpleNamespace(lr=2e-5, weight_decay=0.1, adam_beta2=0.999, warmup_ratio=0.0, schedule="constant",
                                min_lr_ratio=0.1)
-    accelerator = steps_mod.make_accelerator("bf16", compile)
+    accelerator = steps_mod.make_accelerator("bf16", compile_mode is not None, compile_mode or "default",
+                                             static_shapes=True)
     optimizer = steps_mod.build_optimizer(model, settings, fused=accelerator.device.type == "cuda")
     schedule = steps_mod.build_schedule(optimizer, settings, len(batches))
     steps_mod.fsdp_precision(accelerator)
@@ -462,17 +496,17 @@ def run_ours(steps_mod, model, batches, clock, compile: bool) -> tuple[list[floa
     return losses, model
 
 
-def run_plain(model, batches, clock, device, compile: bool) -> tuple[list[float], torch.nn.Module]:
+def run_plain(model, batches, clock, device, compile_mode: str | None) -> tuple[list[float], torch.nn.Module]:
     """The reference: transformers' own loss (Liger's, with +liger), torch autocast, fused AdamW, nothing else;
-    with +compile the layers compiled as the trainer's Accelerate does (``compile_regions``, else the whole model)."""
+    compiled, the layers compiled as the trainer's Accelerate does (``compile_regions``, else the whole model)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.1, fused=device == "cuda")
-    if compile:
+    if compile_mode:
         try:
             from accelerate.utils import compile_regions
         except ImportError:  # an Accelerate without regional compilation: the trainer compiles the whole model too
-            model = torch.compile(model, backend="inductor", mode="default", dynamic=True)
+            model = torch.compile(model, backend="inductor", mode=compile_mode, dynamic=False)
         else:
-            model = compile_regions(model, backend="inductor", mode="default", dynamic=True)
+            model = compile_regions(model, backend="inductor", mode=compile_mode, dynamic=False)
     keys = ("input_ids", "position_ids", "labels", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
     losses = []
     for batch in batches:
@@ -489,7 +523,7 @@ def run_plain(model, batches, clock, device, compile: bool) -> tuple[list[float]
     return losses, model
 
 
-def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) -> tuple[list[float], list, object]:
+def run_trl(model, examples, args, clock, device, liger: bool, compile_mode: str | None) -> tuple[list, list, object]:
     """TRL's SFTTrainer on the same examples, already tokenized: its best-fit-decreasing packing, padding-free."""
     from datasets import Dataset
     from transformers import PreTrainedTokenizerFast, TrainerCallback
@@ -507,7 +541,7 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
         def on_step_end(self, *unused, **unused_kw):
             clock.end()
 
-    if compile:  # the Trainer's TorchDynamoPlugin reads these when the arguments are not given (transformers 5)
+    if compile_mode:  # the Trainer's TorchDynamoPlugin reads these when the arguments are not given (transformers 5)
         os.environ["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] = "true"
         os.environ["ACCELERATE_DYNAMO_USE_DYNAMIC"] = "true"
 
@@ -521,7 +555,8 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile: bool) ->
         max_steps=args.warmup + args.steps + args.profile, learning_rate=2e-5, lr_scheduler_type="constant",
         weight_decay=0.1, max_grad_norm=1.0, optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
         max_length=args.seq, packing=True, completion_only_loss=True, bf16=True, use_cpu=device == "cpu",
-        use_liger_kernel=liger, torch_compile=compile, gradient_checkpointing=args.gradient_checkpointing,
+        use_liger_kernel=liger, torch_compile=compile_mode is not None, torch_compile_mode=compile_mode,
+        gradient_checkpointing=args.gradient_checkpointing,
         logging_steps=1, report_to="none", save_strategy="no", dataloader_num_workers=0, disable_tqdm=True,
         seed=args.seed,
     )
@@ -585,7 +620,7 @@ def tables(lines: list[dict], rows: list[dict]):
 
     for line in lines:
         compiled = ", ".join(f"{s} {line[s]['compile_s']} · {line[s]['graphs_in_timed_steps']}"
-                             for s in ("ours", "plain", "trl") if line.get(s)) if "+compile" in line["config"] else ""
+                             for s in ("ours", "plain", "trl") if line.get(s)) if parse_config(line["config"])[3] else ""
         compare.add_row(line["config"], *(cell(line.get(s)) for s in ("ours", "plain", "trl")),
                         *(str(line.get(k, "-")) for k in ("ours_over_plain", "ours_over_trl", "ours_over_first_ours")),
                         compiled)

@@ -86,23 +86,32 @@ def test_gpu_mfu_profile_breakdown_on_a_cpu_counts_each_op_once():
 
 def test_gpu_mfu_configs_parse_and_a_misspelt_one_is_refused():
     gpu_mfu = load_benchmark("gpu_mfu")
-    assert gpu_mfu.parse_config("varlen") == ("varlen", False, False, False, False)
-    assert gpu_mfu.parse_config("varlen+liger-fce+compile+fsdp") == ("varlen", True, True, True, True)
-    for bad in ("varlen+liger+liger-fce", "varlen+fdsp", "sdpa+compile+compile"):
+    assert gpu_mfu.parse_config("varlen") == ("varlen", False, False, None, False)
+    assert gpu_mfu.parse_config("varlen+liger-fce+compile+fsdp") == ("varlen", True, True, "default", True)
+    assert gpu_mfu.parse_config("varlen+cudagraphs") == ("varlen", False, False, "reduce-overhead", False)
+    for bad in ("varlen+liger+liger-fce", "varlen+fdsp", "sdpa+compile+compile", "sdpa+compile+cudagraphs"):
         with pytest.raises(SystemExit, match="optionally"):
             gpu_mfu.parse_config(bad)
 
 
-def test_gpu_mfu_names_the_guards_that_made_dynamo_recompile():
-    """A compiled step that keeps compiling (as varlen+compile did on an H100) says why in its row."""
+def test_gpu_mfu_names_the_guards_that_made_dynamo_recompile_and_why_cuda_graphs_were_skipped():
+    """A compiled step that keeps compiling (as varlen+compile did on an H100) says why in its row, and so does one
+    whose CUDA graphs inductor skipped (here through inductor's own reporting function: no GPU to skip on)."""
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
     gpu_mfu = load_benchmark("gpu_mfu")
-    failures = gpu_mfu.watch_compiler()
+    watched = gpu_mfu.watch_compiler()
     try:
         double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
         double(torch.ones(3))
         double(torch.ones(5))
+        before = gpu_mfu.compiler_notes(watched)["cudagraph_skips"]
+        log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to mutated inputs (1 instances)")
     finally:
         torch._logging.set_logs()
-    notes = gpu_mfu.compiler_notes(failures)
+    notes = gpu_mfu.compiler_notes(watched)
     assert any("size mismatch" in guard for guard in notes["recompile_guards"]), notes
     assert notes["graph_breaks"] == {}
+    assert notes["cudagraph_skips"] == before + 1
+    assert notes["cudagraph_skip_reasons"] == {"skipping cudagraphs due to mutated inputs (1 instances)": 1}
+    assert notes["cudagraph_recordings"] == 0

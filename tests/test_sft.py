@@ -14,6 +14,7 @@ from nt_harness.components import Context
 from nt_harness.progress import Progress
 from nt_sft.trainer import (
     IGNORE,
+    Layout,
     SFTTrainer,
     backward_window,
     encode_example,
@@ -494,10 +495,39 @@ def test_packed_and_padded_batches_give_the_same_gradient(tiny, tokenizer):
     g_padded, loss_padded, tokens_padded = gradient([pad_batch(examples, tokenizer.pad_token_id)])
     g_packed, loss_packed, tokens_packed = gradient([pack_batch(packs, tokenizer.pad_token_id)])
     g_row, _, _ = gradient([pack_batch(packs, tokenizer.pad_token_id, one_row=True)])
-    assert tokens_packed == tokens_padded > 0
-    assert loss_packed == pytest.approx(loss_padded, rel=1e-5)
+    # a compiled run's fixed layout: packs padded to full length, an all-padding pack, the head everywhere
+    layout = Layout.of(packs, len(packs) + 1, max(lengths) + 40)
+    g_fixed, loss_fixed, tokens_fixed = gradient([pack_batch(packs, tokenizer.pad_token_id, layout=layout)])
+    assert tokens_packed == tokens_padded == tokens_fixed > 0
+    assert loss_packed == pytest.approx(loss_padded, rel=1e-5) and loss_fixed == pytest.approx(loss_padded, rel=1e-5)
     assert torch.allclose(g_packed, g_padded, rtol=1e-4, atol=1e-7), (g_packed - g_padded).abs().max()
     assert torch.allclose(g_row, g_padded, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(g_fixed, g_padded, rtol=1e-4, atol=1e-7), (g_fixed - g_padded).abs().max()
+
+
+def test_a_layout_gives_every_batch_one_shape(tokenizer, tiny):
+    """What a compiled step needs to trace once (and a CUDA graph to replay): batches of other packs, fewer
+    packs, other example counts all have the same tensor shapes and the same max_length; too big a pack is refused."""
+    examples = encoded_examples(tokenizer, tiny)
+    lengths = [len(e["input_ids"]) for e in examples]
+    capacity = max(lengths) + 40
+    packs = [[examples[i] for i in p] for p in pack_examples(lengths, capacity)]
+    layout = Layout.of(packs, 2, capacity)
+    assert layout.sequences == max(len(p) for p in packs) + 1
+    for one_row, varlen in [(False, False), (True, True)]:
+        batches = [pack_batch(chunk, tokenizer.pad_token_id, one_row, varlen, layout)
+                   for chunk in (packs[:2], packs[2:4], packs[-1:])]
+        shapes = [{k: getattr(v, "shape", v) for k, v in b.items() if k not in ("real_tokens", "targets")}
+                  for b in batches]
+        assert shapes[0] == shapes[1] == shapes[2], shapes
+        assert batches[0]["input_ids"].numel() == 2 * capacity
+        assert batches[2]["real_tokens"] == sum(len(e["input_ids"]) for e in packs[-1])
+        if varlen:
+            cu = batches[2]["cu_seq_lens_q"]
+            assert cu[-1] == 2 * capacity and cu.diff().min() == 0  # empty sequences at the end
+            assert batches[2]["max_length_q"] == capacity
+    with pytest.raises(ValueError, match="do not fit the layout"):
+        pack_batch(packs[:3], tokenizer.pad_token_id, layout=layout)
 
 
 def test_packed_training_learns_and_reports_its_efficiency(tiny, tmp_path):
@@ -525,6 +555,12 @@ def test_compile_is_in_the_cache_key_and_off_means_off(monkeypatch):
     assert dynamo_plugin(False).backend == DynamoBackend.NO
     on = dynamo_plugin(True)
     assert on.backend == DynamoBackend.INDUCTOR and on.use_regional_compilation and on.dynamic
+    graphs = dynamo_plugin(True, "reduce-overhead", static_shapes=True)
+    assert graphs.mode == "reduce-overhead" and graphs.dynamic is False
+    assert SFTTrainer(compile=True, packing=True, compile_mode="reduce-overhead").settings.compile_mode
+    for unsafe in ({"packing": False}, {"packing": True, "grad_accum": 2}):  # more than one shape, accumulation
+        with pytest.raises(ValueError, match="replays CUDA graphs"):
+            SFTTrainer(compile=True, compile_mode="reduce-overhead", **unsafe)
 
 
 @pytest.mark.slow
@@ -534,8 +570,8 @@ def test_compiled_packed_training_matches_eager(tiny, tmp_path, variant):
     """compile=True (Accelerate's regional torch.compile, inductor) trains a packed fp32 run to the same loss
     curve and weights as eager, and writes a plain folder (no compile wrapper in the weight names); also with
     LoRA (peft's wrapped layers compile) and with gradient checkpointing (the compiled layers recompute).
-    Packs of other lengths and sequence counts recompile nothing. About a minute each on a CPU, nearly all of it
-    compiling."""
+    Packs of other lengths and sequence counts recompile nothing: every batch has one shape (steps.Layout). About a
+    minute each on a CPU, nearly all of it compiling."""
     import logging
 
     from torch._dynamo.utils import counters
@@ -843,6 +879,11 @@ def test_varlen_attention_keeps_packed_examples_apart(tiny, tokenizer, monkeypat
     g_varlen = gradient(model, [pack_batch(packs, tokenizer.pad_token_id, True, True)])
     g_padded = gradient(reference, [pad_batch(examples, tokenizer.pad_token_id)])
     assert torch.allclose(g_varlen, g_padded, rtol=1e-4, atol=1e-7), (g_varlen - g_padded).abs().max()
+    # a compiled run's fixed layout: an all-padding pack and empty sequences after the last one
+    layout = Layout.of(packs, len(packs) + 1, max(lengths) + 40)
+    g_fixed = gradient(model, [pack_batch(packs, tokenizer.pad_token_id, True, True, layout)])
+    assert calls[-1][-2:] == [calls[-1][-1]] * 2  # the boundaries reached the kernel with their empty sequences
+    assert torch.allclose(g_fixed, g_padded, rtol=1e-4, atol=1e-7), (g_fixed - g_padded).abs().max()
 
 
 def test_the_model_computed_loss_is_the_token_normalised_sum(tiny, tokenizer):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,22 @@ def pack_examples(lengths: list[int], capacity: int) -> list[list[int]]:
     return packs
 
 
-def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varlen: bool = False) -> dict:
+class Layout(NamedTuple):
+    """One shape for every batch of a run, so that a compiled step is traced once and a CUDA graph replays
+    (``pack_batch``): ``packs`` packs of ``tokens`` tokens each, every pack at most ``sequences`` sequences
+    (its examples, then its padding)."""
+
+    packs: int
+    tokens: int
+    sequences: int
+
+    @classmethod
+    def of(cls, packs: list[list], per_batch: int, tokens: int) -> Layout:
+        return cls(per_batch, tokens, max(len(p) for p in packs) + 1)
+
+
+def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varlen: bool = False,
+               layout: Layout | None = None) -> dict:
     """Concatenate each pack's examples into one row, positions restarting at 0 for every example.
 
     Rows are right-padded to the longest; the padding is a sequence of its own (positions 0..k), so it
@@ -73,6 +89,9 @@ def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varl
     ``varlen`` adds the sequence boundaries the variable-length kernels take (transformers' FlashAttentionKwargs
     ``cu_seq_lens_q/k``, ``max_length_q/k``), computed here on the CPU: derived from the position ids on the
     GPU they would cost a device-to-host sync (TRL's padding-free collator does the same).
+    ``layout`` gives every batch the same shapes: each pack padded to ``layout.tokens``, all-padding packs up to
+    ``layout.packs``, the boundaries topped up with empty sequences at the end (flash-attention's varlen kernels
+    skip them), the longest sequence taken as the pack length, and the LM head computed at every position.
     """
     rows = []
     for pack in packs:
@@ -81,7 +100,14 @@ def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varl
             ids += f["input_ids"]
             labels += [IGNORE] + list(f["labels"][1:])
             positions += range(len(f["input_ids"]))
+        if layout:
+            pad = layout.tokens - len(ids)
+            if pad < 0 or len(packs) > layout.packs:
+                raise ValueError(f"{len(packs)} packs, one of {len(ids)} tokens, do not fit the layout {layout}")
+            ids, labels, positions = ids + [pad_id] * pad, labels + [IGNORE] * pad, [*positions, *range(pad)]
         rows.append((ids, labels, positions))
+    if layout:
+        rows += [([pad_id] * layout.tokens, [IGNORE] * layout.tokens, range(layout.tokens))] * (layout.packs - len(rows))
     if one_row:
         rows = [tuple(sum((list(r[k]) for r in rows), []) for k in range(3))]
     width = max(len(r[0]) for r in rows)
@@ -94,14 +120,16 @@ def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varl
         labels[i, :n] = torch.tensor(lab)
         position_ids[i, :n] = torch.tensor(pos)
         position_ids[i, n:] = torch.arange(width - n)
-    real = sum(len(r[0]) for r in rows)
+    real = sum(len(f["input_ids"]) for pack in packs for f in pack)
     batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "real_tokens": real,
-             **loss_positions(labels)}
+             **loss_positions(labels, every_position=layout is not None)}
     if varlen:  # every row (and its padding) is a run of sequences; the kernels see the rows end to end
         starts = (position_ids.flatten() == 0).nonzero().flatten()
         cu = torch.cat([starts, torch.tensor([position_ids.numel()])]).to(torch.int32)
+        if layout:
+            cu = torch.cat([cu, cu[-1:].expand(layout.packs * layout.sequences + 1 - len(cu))])
         batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = cu
-        batch["max_length_q"] = batch["max_length_k"] = int(cu.diff().max())
+        batch["max_length_q"] = batch["max_length_k"] = layout.tokens if layout else int(cu.diff().max())
     return batch
 
 
@@ -169,7 +197,8 @@ def build_schedule(optimizer, settings, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def make_accelerator(mixed_precision: str, compile: bool = False):
+def make_accelerator(mixed_precision: str, compile: bool = False, compile_mode: str = "default",
+                     static_shapes: bool = False):
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.state import AcceleratorState, GradientState
 
@@ -182,7 +211,7 @@ def make_accelerator(mixed_precision: str, compile: bool = False):
     # non_blocking: with a pinned-memory loader, batches go to the GPU without a host sync per tensor
     return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False,
                        dataloader_config=DataLoaderConfiguration(non_blocking=True),
-                       dynamo_plugin=dynamo_plugin(compile))
+                       dynamo_plugin=dynamo_plugin(compile, compile_mode, static_shapes))
 
 
 def fsdp_precision(accelerator) -> None:
@@ -225,21 +254,22 @@ def skip_output_upcast(accelerator, model) -> None:
     inner.forward = MethodType(autocast_forward, inner) if hasattr(forward, "__func__") else autocast_forward
 
 
-def dynamo_plugin(compile: bool):
-    """Accelerate's torch.compile settings: inductor, default mode, one decoder layer compiled and reused by the
-    others (Accelerate's regional compilation, which it recommends for transformers: a fraction of the whole
-    model's compile time), every size dynamic from the first compile: packed rows change length and sequence
-    count every step, and torch's automatic dynamic shapes recompiled each layer for every size that first
-    varied (on an H100, still after 5 warmup steps: 760 ms a step). Off is said explicitly, so that no
-    ``ACCELERATE_DYNAMO_*`` variable turns compiling on behind the cache key. An Accelerate without regional
-    compilation compiles the whole model."""
+def dynamo_plugin(compile: bool, mode: str = "default", static_shapes: bool = False):
+    """Accelerate's torch.compile settings: inductor in torch.compile's ``mode``, one decoder layer compiled and
+    reused by the others (Accelerate's regional compilation, which it recommends for transformers: a fraction of
+    the whole model's compile time). Sizes are static when every batch has one shape (``static_shapes``: packed
+    batches in a fixed ``Layout``; what CUDA graphs, ``reduce-overhead``, need to replay), else dynamic from the
+    first compile: packed rows change length and sequence count every step, and torch's automatic dynamic shapes
+    recompiled each layer for every size that first varied (on an H100, still after 5 warmup steps: 760 ms a
+    step). Off is said explicitly, so that no ``ACCELERATE_DYNAMO_*`` variable turns compiling on behind the cache
+    key. An Accelerate without regional compilation compiles the whole model."""
     from accelerate.utils import TorchDynamoPlugin
 
     if not compile:
         return TorchDynamoPlugin(backend="no")
     fields = TorchDynamoPlugin.__dataclass_fields__
     regional = {"use_regional_compilation": True} if "use_regional_compilation" in fields else {}
-    return TorchDynamoPlugin(backend="inductor", mode="default", dynamic=True, **regional)
+    return TorchDynamoPlugin(backend="inductor", mode=mode, dynamic=not static_shapes, **regional)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -426,17 +456,21 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            reduction="sum")
 
 
-def loss_positions(labels: torch.Tensor) -> dict:
+def loss_positions(labels: torch.Tensor, every_position: bool = False) -> dict:
     """The number of tokens that carry a loss (the first label has no prediction before it); the positions
     whose next token is a target in some row of the batch, and those next tokens: the model
     computes its LM head and loss there only (transformers' ``logits_to_keep`` and ``shift_labels``), not at
     prompt and padding positions, as TRL's fused LM head does. The head is (vocabulary x hidden) per position,
     a fifth of SmolLM2-135M's matrix work; prompts are most of a System-1 example's tokens (82 % in
     benchmarks/sft_loss_positions.py). Computed here on the CPU: ``nonzero`` on the GPU would cost a
-    device-to-host sync."""
+    device-to-host sync. ``every_position``: the head everywhere (``logits_to_keep`` 0), a shape that does not
+    depend on the labels."""
     shifted = labels[:, 1:]
+    targets = int((shifted != IGNORE).sum())
+    if every_position:
+        return {"targets": targets, "logits_to_keep": 0, "shift_labels": F.pad(shifted, (0, 1), value=IGNORE)}
     keep = (shifted != IGNORE).any(0).nonzero().flatten()
-    return {"targets": int((shifted != IGNORE).sum()), "logits_to_keep": keep, "shift_labels": shifted[:, keep]}
+    return {"targets": targets, "logits_to_keep": keep, "shift_labels": shifted[:, keep]}
 
 
 def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int]:

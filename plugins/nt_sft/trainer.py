@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
+from pydantic import model_validator
 
 from nt_harness.components import Context, Settings, Trainer
 from nt_sft.steps import (  # noqa: F401  (re-exported: the tests and benchmarks use them from here)
     IGNORE,
     EpochShuffle,
+    Layout,
     backward_window,
     build_optimizer,
     build_schedule,
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 log = logging.getLogger("nt_harness")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that replay CUDA graphs
 
 
 class SFTTrainer(Trainer):
@@ -92,8 +95,12 @@ class SFTTrainer(Trainer):
         liger_fused_ce: bool = False  # Liger's fused linear cross-entropy too: less memory, slower (steps.apply_liger)
         # torch.compile (inductor) of each decoder layer through Accelerate (steps.dynamo_plugin): for GPU throughput
         # on long runs; on a CPU or a short run the compilation (tens of seconds) costs more than it saves. Part of
-        # the cache key, not an execution setting: compiled kernels may round differently in the last bits
+        # the cache key, not an execution setting: compiled kernels may round differently in the last bits. With
+        # packing, every batch gets one shape (steps.Layout: packs padded to pack_length) and is compiled once
         compile: bool = False
+        # torch.compile's mode: reduce-overhead replays each compiled layer as a CUDA graph (no per-kernel launch
+        # cost: on an H100 an eager step left the GPU idle half the time); needs packing (one shape) and grad_accum 1
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
         num_processes: int = 1  # > 1: the stage runs itself under `accelerate launch` with this many processes
         # an accelerate config file for that launch (configs/accelerate/); given, even one process is launched
         # with it (one GPU under fsdp.yaml computes in bf16 through FSDP's mixed precision, not autocast)
@@ -101,6 +108,16 @@ class SFTTrainer(Trainer):
         seed: int = 0
         save_every_steps: int = 0  # 0: no intermediate checkpoints, the model is written at the end
         system_prompt: str | None = None
+
+        @model_validator(mode="after")
+        def _cuda_graphs_need_one_shape(self):
+            if self.compile and self.compile_mode in CUDA_GRAPH_MODES and (self.grad_accum > 1 or not self.packing):
+                # cudagraph trees hand a replay's outputs, the gradients, to the parameters and the next replay
+                # writes over them: accumulated over micro-batches they come out wrong (pytorch/pytorch#96693)
+                raise ValueError(f"compile_mode {self.compile_mode} replays CUDA graphs: it needs packing (one batch"
+                                 f" shape) and grad_accum 1, got packing={self.packing}, grad_accum={self.grad_accum}"
+                                 "; raise batch_size instead, or use compile_mode default")
+            return self
 
     def train(self, examples: pa.Table, student: str, ctx: Context) -> dict:
         if self.settings.num_processes > 1 or self.settings.accelerate_config:
@@ -191,7 +208,8 @@ def build_loader(encoded: list[dict], settings, pad_id: int, attn: str):
                              "a kept example might not fit any pack")
         packs = pack_examples([len(f["input_ids"]) for f in encoded], capacity)
         items = [[encoded[i] for i in pack] for pack in packs]
-        collate = lambda packed: pack_batch(packed, pad_id, one_row, varlen)  # noqa: E731
+        layout = Layout.of(packs, settings.batch_size, capacity) if settings.compile else None
+        collate = lambda packed: pack_batch(packed, pad_id, one_row, varlen, layout)  # noqa: E731
     loader = torch.utils.data.DataLoader(items, batch_size=settings.batch_size, collate_fn=collate,
                                          sampler=EpochShuffle(len(items), settings.seed),
                                          pin_memory=torch.cuda.is_available())  # async copies to the GPU
@@ -306,7 +324,8 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     # fragmenting (PyTorch's CUDA memory-management notes); read when CUDA is first used in the process
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     set_seed(settings.seed)
-    accelerator = make_accelerator(settings.mixed_precision, settings.compile)
+    accelerator = make_accelerator(settings.mixed_precision, settings.compile, settings.compile_mode,
+                                   static_shapes=settings.packing)
     if accelerator.distributed_type == DistributedType.DEEPSPEED and settings.grad_accum > 1:
         # DeepSpeed steps its optimizer inside every backward; this loop's window would step it each micro-batch
         raise ValueError("with DeepSpeed use grad_accum 1 (raise batch_size or processes instead)")
