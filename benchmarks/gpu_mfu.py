@@ -83,7 +83,8 @@ PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16, 
 # most telling first: pairs past --budget-s are skipped, so a short device call still measures the baseline and
 # the likeliest way to fewer launches and bytes (measured on an H100, eager varlen leaves the GPU idle 48 % of a
 # step waiting on the host; Liger's fused cross-entropy takes a quarter off its busy time)
-DEFAULT_CONFIGS = "varlen,varlen+cudagraphs,varlen+liger-fce+cudagraphs,varlen+compile,varlen+liger-fce,varlen+fsdp,sdpa"
+DEFAULT_CONFIGS = ("varlen,varlen+cudagraphs,varlen+liger-fce+cudagraphs,varlen+compile,varlen+liger-fce,varlen+fsdp,"
+                   "sdpa")
 ROW_KERNELS = ("varlen", "flash_attention_2", "flash_attention_3")  # take the packs of a batch as one row
 FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 
@@ -620,7 +621,7 @@ def tables(lines: list[dict], rows: list[dict]):
 
     for line in lines:
         compiled = ", ".join(f"{s} {line[s]['compile_s']} · {line[s]['graphs_in_timed_steps']}"
-                             for s in ("ours", "plain", "trl") if line.get(s)) if parse_config(line["config"])[3] else ""
+                             for s in ("ours", "plain", "trl") if line.get(s) and parse_config(line["config"])[3])
         compare.add_row(line["config"], *(cell(line.get(s)) for s in ("ours", "plain", "trl")),
                         *(str(line.get(k, "-")) for k in ("ours_over_plain", "ours_over_trl", "ours_over_first_ours")),
                         compiled)

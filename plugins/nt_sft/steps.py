@@ -107,7 +107,8 @@ def pack_batch(packs: list[list[dict]], pad_id: int, one_row: bool = False, varl
             ids, labels, positions = ids + [pad_id] * pad, labels + [IGNORE] * pad, [*positions, *range(pad)]
         rows.append((ids, labels, positions))
     if layout:
-        rows += [([pad_id] * layout.tokens, [IGNORE] * layout.tokens, range(layout.tokens))] * (layout.packs - len(rows))
+        empty = ([pad_id] * layout.tokens, [IGNORE] * layout.tokens, range(layout.tokens))
+        rows += [empty] * (layout.packs - len(rows))
     if one_row:
         rows = [tuple(sum((list(r[k]) for r in rows), []) for k in range(3))]
     width = max(len(r[0]) for r in rows)
