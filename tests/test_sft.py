@@ -564,17 +564,22 @@ def test_compile_is_in_the_cache_key_and_off_means_off(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [{}, {"lora": True, "lora_r": 4}, {"gradient_checkpointing": True}],
-                         ids=["full", "lora", "gradient_checkpointing"])
-def test_compiled_packed_training_matches_eager(tiny, tmp_path, variant):
+@pytest.mark.parametrize("variant", [{}, {"lora": True, "lora_r": 4}, {"gradient_checkpointing": True},
+                                     {"attn_implementation": "varlen"}],
+                         ids=["full", "lora", "gradient_checkpointing", "varlen"])
+def test_compiled_packed_training_matches_eager(tiny, tmp_path, variant, request):
     """compile=True (Accelerate's regional torch.compile, inductor) trains a packed fp32 run to the same loss
     curve and weights as eager, and writes a plain folder (no compile wrapper in the weight names); also with
-    LoRA (peft's wrapped layers compile) and with gradient checkpointing (the compiled layers recompute).
-    Packs of other lengths and sequence counts recompile nothing: every batch has one shape (steps.Layout). About a
-    minute each on a CPU, nearly all of it compiling."""
+    LoRA (peft's wrapped layers compile), with gradient checkpointing (the compiled layers recompute) and with
+    PyTorch's varlen op (CPU kernels standing in for its CUDA ones), whose sequence boundaries are padded with
+    empty sequences. Packs of other lengths and sequence counts recompile nothing and break no graph: every batch
+    has one shape (steps.Layout). 10-20 s each on a CPU with inductor's cache warm, nearly all of it compiling."""
     import logging
 
     from torch._dynamo.utils import counters
+
+    if "attn_implementation" in variant:
+        request.getfixturevalue("varlen_op_on_cpu")
 
     class Keep(logging.Handler):
         def emit(self, record):
@@ -592,6 +597,8 @@ def test_compiled_packed_training_matches_eager(tiny, tmp_path, variant):
         torch._logging.set_logs()
     assert counters["stats"]["unique_graphs"] > graphs  # dynamo did compile something
     assert not [r for r in recompiles if "size mismatch" in r], recompiles
+    assert not counters["graph_break"], counters["graph_break"]
+    assert compiled["attn_implementation"] == eager["attn_implementation"] == variant.get("attn_implementation", "sdpa")
     assert compiled["packs"] == eager["packs"] < 8
     assert compiled["loss_curve"] == pytest.approx(eager["loss_curve"], rel=1e-5)
     assert compiled["loss_curve"][-1] < compiled["loss_curve"][0] - 0.2  # it learned (LoRA r=4 the least)
@@ -822,6 +829,69 @@ def reference_varlen_attn(style: str, calls: list):
                         window_size=(-1, -1), enable_gqa=False):
             return run(query, key, value, cu_seq_q, tuple(window_size) == (-1, 0), scale, enable_gqa)
     return varlen_attn
+
+
+@pytest.fixture
+def varlen_op_on_cpu(monkeypatch):
+    """PyTorch's own varlen op, its fake kernel and autograd formula (what torch.compile traces), with CPU kernels
+    standing in for its CUDA ones for the test: causal attention within each sequence (grouped-query heads by
+    repetition, as sdpa's enable_gqa), and its gradient written out."""
+    from nt_sft import steps
+
+    def sequences(cu):
+        return [(a, b) for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()) if b > a]
+
+    def heads(x, a, b, groups):  # (tokens, heads, dim) of one sequence -> (query heads, tokens, dim)
+        return x[a:b].transpose(0, 1).repeat_interleave(groups, 0)
+
+    def probabilities(q, k, scale):
+        causal = torch.ones(q.size(1), q.size(1), dtype=torch.bool).tril()
+        return (scale * q @ k.transpose(1, 2)).masked_fill(~causal, float("-inf")).softmax(-1)
+
+    def forward(query, key, value, cu, cu_k, max_q, max_k, is_causal=False, scale=None, *unused):
+        out, groups, scale = torch.zeros_like(query), query.size(1) // key.size(1), scale or query.size(-1) ** -0.5
+        for a, b in sequences(cu):
+            q, k, v = heads(query, a, b, 1), heads(key, a, b, groups), heads(value, a, b, groups)
+            out[a:b] = (probabilities(q, k, scale) @ v).transpose(0, 1)
+        return out, torch.zeros(query.size(1), query.size(0)), torch.zeros(2, dtype=torch.uint64)
+
+    def backward(grad, query, key, value, out, lse, cu, cu_k, max_q, max_k, is_causal, rng, scale=None, *unused):
+        dq, dk, dv = (torch.zeros_like(x) for x in (query, key, value))
+        groups, scale = query.size(1) // key.size(1), scale or query.size(-1) ** -0.5
+        for a, b in sequences(cu):
+            q, k, v, g = heads(query, a, b, 1), heads(key, a, b, groups), heads(value, a, b, groups), heads(grad, a, b, 1)
+            p = probabilities(q, k, scale)
+            ds = p * (g @ v.transpose(1, 2) - (g * (p @ v)).sum(-1, keepdim=True))
+            dq[a:b] = (scale * ds @ k).transpose(0, 1)
+            for target, product in ((dk, scale * ds.transpose(1, 2) @ q), (dv, p.transpose(1, 2) @ g)):
+                target[a:b] = product.transpose(0, 1).unflatten(1, (key.size(1), groups)).sum(2)
+        return dq, dk, dv
+
+    library = torch.library.Library("torch_attn", "IMPL")
+    library.impl("_varlen_attn", forward, "CPU")
+    library.impl("_varlen_attn_backward", backward, "CPU")
+    monkeypatch.setattr(steps, "varlen_available", lambda: True)
+    yield
+    library._destroy()
+
+
+def test_the_cpu_stand_in_for_the_varlen_kernel_is_right(varlen_op_on_cpu):
+    """The stand-in's output and gradient are sdpa's, sequence by sequence, empty sequences skipped."""
+    import torch.nn.functional as F
+    from nt_sft.steps import _varlen_call
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(10, h, 8, dtype=torch.float64, requires_grad=True) for h in (4, 2, 2))
+    cu = torch.tensor([0, 4, 10, 10], dtype=torch.int32)
+    out = _varlen_call(q, k, v, cu, 10, None)
+    reference = torch.cat([F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)),
+                                                          is_causal=True, enable_gqa=True).transpose(0, 1)
+                           for a, b in ((0, 4), (4, 10))])
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), (q, k, v))
+    expected = torch.autograd.grad((reference * weights).sum(), (q, k, v))
+    assert torch.allclose(out, reference)
+    assert all(torch.allclose(a, b) for a, b in zip(grads, expected))
 
 
 def test_varlen_attention_compiles_without_a_graph_break():
