@@ -859,7 +859,8 @@ def varlen_op_on_cpu(monkeypatch):
         dq, dk, dv = (torch.zeros_like(x) for x in (query, key, value))
         groups, scale = query.size(1) // key.size(1), scale or query.size(-1) ** -0.5
         for a, b in sequences(cu):
-            q, k, v, g = heads(query, a, b, 1), heads(key, a, b, groups), heads(value, a, b, groups), heads(grad, a, b, 1)
+            q, g = heads(query, a, b, 1), heads(grad, a, b, 1)
+            k, v = heads(key, a, b, groups), heads(value, a, b, groups)
             p = probabilities(q, k, scale)
             ds = p * (g @ v.transpose(1, 2) - (g * (p @ v)).sum(-1, keepdim=True))
             dq[a:b] = (scale * ds @ k).transpose(0, 1)
