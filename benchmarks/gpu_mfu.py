@@ -14,8 +14,8 @@ RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through t
 ``+compile`` is torch.compile (inductor, default mode) of each decoder layer and of the other leaf modules,
 Accelerate's regional compilation, ``+cudagraphs`` the same in mode ``reduce-overhead`` (each compiled region
 replayed as a CUDA graph: one launch where eager launches every kernel). Ours through the trainer's
-``make_accelerator`` (``compile: true``, ``compile_mode``), plain with Accelerate's ``compile_regions`` (the same
-call, by hand), both on the batches laid out as the trainer lays out a compiled packed run (``steps.Layout``: every
+``make_accelerator`` (``compile: true``, ``compile_mode``) and ``compile_loss`` (the loss compiled too), plain with
+Accelerate's ``compile_regions`` (the same call, by hand; transformers' loss left eager), both on the batches laid out as the trainer lays out a compiled packed run (``steps.Layout``: every
 step one shape, so static sizes and one graph); TRL with ``torch_compile=True``, ``torch_compile_mode``,
 ``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`` and ``ACCELERATE_DYNAMO_USE_DYNAMIC`` (its padding-free rows change
 length every step; with automatic dynamic shapes each layer recompiled for every size that first varied, on an
@@ -237,6 +237,8 @@ def run_one(side: str, config_name: str, args) -> dict:
     model, config = build_model(args.shape, args.seq, attn, device)
     if liger and side == "ours":
         steps_mod.apply_liger(model, fused_ce)  # what the trainer does
+    if compile and side == "ours":
+        steps_mod.compile_loss(model, compile_mode, static_shapes=True)  # the trainer's too
     elif liger and side == "plain":
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 

@@ -608,6 +608,45 @@ def test_compiled_packed_training_matches_eager(tiny, tmp_path, variant, request
         assert torch.allclose(we[name], wc[name], atol=5e-5), name
 
 
+@pytest.mark.slow
+def test_the_compiled_loss_takes_each_windows_count_without_recompiling(tiny, tokenizer):
+    """compile_loss: one graph for the model's own loss over windows of other target counts (the count reaches it
+    as a tensor), the same loss and gradient as eager."""
+    import logging
+
+    from nt_sft.steps import compile_loss
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    torch._dynamo.reset()  # ForCausalLMLoss is one function for every model: earlier tests' graphs of it go
+    eager, compiled = (AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32) for _ in range(2))
+    compile_loss(compiled, static_shapes=True)
+    accelerator = make_accelerator("no")
+    examples = encoded_examples(tokenizer, tiny)
+    lengths = [len(e["input_ids"]) for e in examples]
+    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
+    layout = Layout.of(packs, 1, max(lengths) + 40)
+    graphs, recompiles = counters["stats"]["unique_graphs"], []
+    keep = logging.Handler()
+    keep.emit = lambda record: recompiles.append(record.getMessage())
+    torch._logging.set_logs(recompiles=True)
+    logging.getLogger("torch._dynamo.guards.__recompiles").addHandler(keep)
+    try:
+        for pack in packs[:3]:
+            batch = pack_batch([pack], tokenizer.pad_token_id, layout=layout)
+            for model in (eager, compiled):
+                model.zero_grad(set_to_none=True)
+            assert backward_window(accelerator, compiled, [batch]) == pytest.approx(
+                backward_window(accelerator, eager, [batch]), rel=1e-5)
+            for a, b in zip(eager.parameters(), compiled.parameters()):
+                assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7)
+    finally:
+        logging.getLogger("torch._dynamo.guards.__recompiles").removeHandler(keep)
+        torch._logging.set_logs()
+    assert len({sum(len(e["input_ids"]) for e in pack) for pack in packs[:3]}) > 1  # other counts each window
+    assert counters["stats"]["unique_graphs"] == graphs + 1 and not recompiles, recompiles
+
+
 # --- accelerate launch ---------------------------------------------------------------------------
 
 

@@ -409,6 +409,16 @@ def apply_liger(model, fused_ce: bool = False) -> None:
         forward_with_defaults(model, chunking)
 
 
+def compile_loss(model, mode: str = "default", static_shapes: bool = False) -> None:
+    """The model's own loss (transformers' ``loss_function``: the logits upcast to fp32, log-softmax, the targets'
+    sum over ``num_items_in_batch``) compiled like the layers, as torchtune compiles its loss beside the model:
+    regional compilation leaves it to eager kernels, which write the (tokens x vocabulary) logits out again in fp32
+    and read them several times (on an H100, Qwen2.5-0.5B shape at 8k tokens: cross-entropy kernels alone 8.1 of a
+    step's 95 busy ms, beside 14.9 of copies and casts). Liger's fused cross-entropy replaces the forward that
+    calls it: then this changes nothing."""
+    model.loss_function = torch.compile(model.loss_function, backend="inductor", mode=mode, dynamic=not static_shapes)
+
+
 def forward_with_defaults(model, defaults: dict) -> None:
     """``model.forward`` given ``defaults`` unless its caller passes them, as a method of whichever object holds
     it: Accelerate's regional compilation builds a new model object around the compiled layers and rebinds
@@ -490,7 +500,9 @@ def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int
     window_targets = sum(b["targets"] for b in batches)
     if accelerator.num_processes > 1:
         window_targets = int(accelerator.gather(torch.tensor([window_targets], device=accelerator.device)).sum())
-    denominator = max(window_targets, 1)
+    # a tensor on the device, as the HF Trainer passes it: a compiled loss takes each window's count as an input
+    # instead of recompiling for it
+    denominator = torch.tensor(max(window_targets, 1), device=accelerator.device)
     loss_sum = torch.zeros((), device=accelerator.device)
     for i, batch in enumerate(batches):
         last = i == len(batches) - 1

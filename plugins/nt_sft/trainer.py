@@ -93,10 +93,11 @@ class SFTTrainer(Trainer):
         # packed tokens slower (48.7k vs 51.0k tok/s with varlen attention; benchmarks/gpu_mfu.py)
         liger: Literal["auto"] | bool = False
         liger_fused_ce: bool = False  # Liger's fused linear cross-entropy too: less memory, slower (steps.apply_liger)
-        # torch.compile (inductor) of each decoder layer through Accelerate (steps.dynamo_plugin): for GPU throughput
-        # on long runs; on a CPU or a short run the compilation (tens of seconds) costs more than it saves. Part of
-        # the cache key, not an execution setting: compiled kernels may round differently in the last bits. With
-        # packing, every batch gets one shape (steps.Layout: packs padded to pack_length) and is compiled once
+        # torch.compile (inductor) of each decoder layer through Accelerate (steps.dynamo_plugin), and of the loss
+        # (steps.compile_loss): for GPU throughput on long runs; on a CPU or a short run the compilation (tens of
+        # seconds) costs more than it saves. Part of the cache key, not an execution setting: compiled kernels may
+        # round differently in the last bits. With packing, every batch gets one shape (steps.Layout: packs padded
+        # to pack_length) and is compiled once
         compile: bool = False
         # torch.compile's mode: reduce-overhead replays each compiled layer as a CUDA graph (no per-kernel launch
         # cost: on an H100 an eager step left the GPU idle half the time); needs packing (one shape) and grad_accum 1
@@ -274,6 +275,10 @@ def load_student(student: str, settings, attn_implementation: str = "sdpa", lige
         from nt_sft.steps import apply_liger
 
         apply_liger(model, settings.liger_fused_ce)
+    if settings.compile:  # the layers are compiled by Accelerate's prepare, the loss here
+        from nt_sft.steps import compile_loss
+
+        compile_loss(model, settings.compile_mode, static_shapes=settings.packing)
     if settings.gradient_checkpointing:  # newer transformers renamed gradient_checkpointing_enable
         if hasattr(model, "activation_checkpointing_enable"):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
