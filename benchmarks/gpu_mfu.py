@@ -15,8 +15,9 @@ RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through t
 Accelerate's regional compilation, ``+cudagraphs`` the same in mode ``reduce-overhead`` (each compiled region
 replayed as a CUDA graph: one launch where eager launches every kernel). Ours through the trainer's
 ``make_accelerator`` (``compile: true``, ``compile_mode``) and ``compile_loss`` (the loss compiled too), plain with
-Accelerate's ``compile_regions`` (the same call, by hand; transformers' loss left eager), both on the batches laid out as the trainer lays out a compiled packed run (``steps.Layout``: every
-step one shape, so static sizes and one graph); TRL with ``torch_compile=True``, ``torch_compile_mode``,
+Accelerate's ``compile_regions`` (the same call, by hand; transformers' loss left eager), both on the batches laid
+out as the trainer lays out a compiled packed run (``steps.Layout``: every step one shape, so static sizes and one
+graph); TRL with ``torch_compile=True``, ``torch_compile_mode``,
 ``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`` and ``ACCELERATE_DYNAMO_USE_DYNAMIC`` (its padding-free rows change
 length every step; with automatic dynamic shapes each layer recompiled for every size that first varied, on an
 H100 still during the timed steps). The warmup steps absorb the
