@@ -115,3 +115,36 @@ def test_gpu_mfu_names_the_guards_that_made_dynamo_recompile_and_why_cuda_graphs
     assert notes["cudagraph_skips"] == before + 1
     assert notes["cudagraph_skip_reasons"] == {"skipping cudagraphs due to mutated inputs (1 instances)": 1}
     assert notes["cudagraph_recordings"] == 0
+
+
+@pytest.mark.slow
+def test_gpu_mfu_runs_its_matrix_on_a_cpu(tmp_path):
+    """The whole script, as a device call runs it, on a tiny shape: every (config, side) pair yields a row with its
+    figures, profile and compile notes, and the table prints; a GPU session's few minutes go to measuring, not to
+    finding a broken pair. (+cudagraphs compiles on a CPU too; inductor skips the graphs there, and says so.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_mfu.py"
+    env = {**os.environ, "OUT": str(tmp_path)}
+    run = subprocess.run([sys.executable, str(script), "--shape", "tiny", "--seq", "256", "--examples", "40",
+                          "--warmup", "2", "--steps", "2", "--profile", "1", "--configs", "sdpa,sdpa+cudagraphs",
+                          "--sides", "ours,plain,trl", "--timeout", "240"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "gpu_mfu.jsonl").read_text().splitlines()]
+    assert [(r["config"], r["side"]) for r in rows] == [(c, s) for c in ("sdpa", "sdpa+cudagraphs")
+                                                         for s in ("ours", "plain", "trl")]
+    for r in rows:
+        assert "error" not in r and r["tokens_per_s"] > 0 and r["profile"]["kernels"] > 0, r
+    compiled = [r for r in rows if r["compile"]]
+    assert {r["compile"] for r in compiled} == {"reduce-overhead"}
+    for r in compiled:
+        assert r["cudagraph_skips"] > 0, r  # a CPU has no CUDA graphs
+        # ours and plain in one shape compile during the warmup only (TRL's rows change length: not on 2 warmups)
+        assert r["graphs_in_timed_steps"] == 0 or r["side"] == "trl", r
+    ours, plain = rows[3], rows[4]
+    assert ours["packing_efficiency"] == plain["packing_efficiency"] < rows[0]["packing_efficiency"]  # the layout
+    assert "tokens/s and MFU" in run.stdout
