@@ -150,7 +150,7 @@ class Pipeline:
             return cls(**conf)
         except ValidationError as e:
             problems = "; ".join(
-                f"{where}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+                f"{'.'.join([where, *(str(p) for p in err['loc'])])}: {err['msg']}" for err in e.errors()
             )
             raise SpecError(f"invalid settings for {kind} {cls.name!r}: {problems}") from None
         except ValueError as e:  # a component's own check of its settings

@@ -563,6 +563,21 @@ def test_compile_is_in_the_cache_key_and_off_means_off(monkeypatch):
             SFTTrainer(compile=True, compile_mode="reduce-overhead", **unsafe)
 
 
+def test_a_recipes_bad_trainer_settings_are_named(tmp_path):
+    """Through the pipeline, as a recipe's or --set's settings reach the trainer: the key, or the section when the
+    check spans several keys."""
+    from nt_harness.pipeline import Pipeline
+    from nt_harness.plugins import Plugins
+    from nt_harness.recipes import SpecError
+    from nt_harness.store import Store
+
+    pipe = Pipeline(Plugins(), Store(tmp_path), Progress(disable=True), threads=1)
+    with pytest.raises(SpecError, match=r"trainer\.lr: Input should be a valid number"):
+        pipe.instantiate("trainer", {"name": "sft", "lr": "abc"}, "trainer")
+    with pytest.raises(SpecError, match=r"'sft': trainer: Value error, compile_mode reduce-overhead replays CUDA"):
+        pipe.instantiate("trainer", {"name": "sft", "compile": True, "compile_mode": "reduce-overhead"}, "trainer")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [{}, {"lora": True, "lora_r": 4}, {"gradient_checkpointing": True},
                                      {"attn_implementation": "varlen"}],
