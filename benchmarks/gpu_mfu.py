@@ -6,11 +6,12 @@ transformers loop, on a random-init model of a real shape and packed sequences o
     python benchmarks/gpu_mfu.py --configs varlen+compile,varlen --warmup 5 --profile 2   # and where the time goes
 
 The matrix is --configs (ATTN, then optionally +liger or +liger-fce, +compile or +cudagraphs, and +fsdp) x --sides
-(ours, plain, trl). ATTN is a transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen
-kernel, registered by the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm,
-RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
-``apply_liger``, plain with Liger's ``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its
-``use_liger_kernel`` (layer kernels only: TRL computes the loss with its own chunked LM head).
+(ours, plain, trl); ``CONFIG@ours`` (or ``@ours+trl``) runs only those sides for that config. ATTN is a
+transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen kernel, registered by
+the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm, RoPE, SwiGLU), ``+liger-fce``
+its fused linear cross-entropy too: ours through the trainer's ``apply_liger``, plain with Liger's
+``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its ``use_liger_kernel`` (layer kernels only:
+TRL computes the loss with its own chunked LM head).
 ``+compile`` is torch.compile (inductor, default mode) of each decoder layer and of the other leaf modules,
 Accelerate's regional compilation, ``+cudagraphs`` the same in mode ``reduce-overhead`` (each compiled region
 replayed as a CUDA graph: one launch where eager launches every kernel). Ours through the trainer's
@@ -82,10 +83,11 @@ SHAPES = {  # Qwen2.5 configs (Qwen team, Qwen2.5 technical report, Table 1); ti
 }
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16, vendor spec sheets (SXM)
 # most telling first: pairs past --budget-s are skipped, so a short device call still measures the baseline and
-# the likeliest way to fewer launches and bytes (measured on an H100, eager varlen leaves the GPU idle 48 % of a
-# step waiting on the host; Liger's fused cross-entropy takes a quarter off its busy time)
-DEFAULT_CONFIGS = ("varlen,varlen+cudagraphs,varlen+liger-fce+cudagraphs,varlen+compile,varlen+liger-fce,varlen+fsdp,"
-                   "sdpa")
+# the likeliest ways to fewer launches and bytes (measured on an H100, eager varlen leaves the GPU idle 48 % of a
+# step waiting on the host; Liger's fused cross-entropy takes a quarter off its busy time); @ours skips the sides
+# whose figure matters less than the budget it would take
+DEFAULT_CONFIGS = ("varlen,varlen+cudagraphs@ours,varlen+liger-fce+cudagraphs@ours,varlen+compile,"
+                   "varlen+liger-fce@ours,varlen+fsdp,sdpa")
 ROW_KERNELS = ("varlen", "flash_attention_2", "flash_attention_3")  # take the packs of a batch as one row
 FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 
@@ -672,7 +674,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--examples", type=int, default=120, help="synthetic examples to pack")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
-                        help="ATTN[+liger|+liger-fce][+compile][+fsdp], comma-separated")
+                        help="ATTN[+liger|+liger-fce][+compile|+cudagraphs][+fsdp][@SIDE[+SIDE]], comma-separated")
     parser.add_argument("--sides", default="ours,plain,trl")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -696,9 +698,13 @@ def main():
     out = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
     env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True", "TOKENIZERS_PARALLELISM": "false"}
     began, rows = time.time(), []
-    configs = {name: parse_config(name) for name in args.configs.split(",")}  # a misspelt one stops it here
-    for config, (*_, fsdp) in configs.items():
-        for side in args.sides.split(","):
+    matrix = []  # (config, its sides): CONFIG@SIDE[+SIDE] runs only those of --sides for that config
+    for item in args.configs.split(","):
+        config, _, only = item.partition("@")
+        fsdp = parse_config(config)[4]  # a misspelt config stops it here
+        matrix.append((config, fsdp, [s for s in args.sides.split(",") if not only or s in only.split("+")]))
+    for config, fsdp, sides in matrix:
+        for side in sides:
             started = time.time()
             command = [__file__, *sys.argv[1:], "--one", side, config]
             if fsdp:  # one process under the shipped FSDP2 config, as the trainer launches itself with it
