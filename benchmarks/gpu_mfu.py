@@ -5,13 +5,13 @@ transformers loop, on a random-init model of a real shape and packed sequences o
     python benchmarks/gpu_mfu.py --shape tiny --seq 512 --steps 2 --warmup 1 --configs sdpa   # CPU smoke test
     python benchmarks/gpu_mfu.py --configs varlen+compile,varlen --warmup 5 --profile 2   # and where the time goes
 
-The matrix is --configs (ATTN, then optionally +liger or +liger-fce, +compile or +cudagraphs, and +fsdp) x --sides
-(ours, plain, trl); ``CONFIG@ours`` (or ``@ours+trl``) runs only those sides for that config. ATTN is a
-transformers attention implementation or ``varlen`` (PyTorch's own flash-attention varlen kernel, registered by
-the `sft` trainer's steps module); ``+liger`` applies Liger's layer kernels (RMSNorm, RoPE, SwiGLU), ``+liger-fce``
-its fused linear cross-entropy too: ours through the trainer's ``apply_liger``, plain with Liger's
-``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its ``use_liger_kernel`` (layer kernels only:
-TRL computes the loss with its own chunked LM head).
+The matrix is --configs (ATTN, then optionally +liger or +liger-fce, +compile or +cudagraphs, +fsdp, and +batchN:
+N packed sequences a step instead of --batch) x --sides (ours, plain, trl); ``CONFIG@ours`` (or ``@ours+trl``) runs
+only those sides for that config. ATTN is a transformers attention implementation or ``varlen`` (PyTorch's own
+flash-attention varlen kernel, registered by the `sft` trainer's steps module); ``+liger`` applies Liger's layer
+kernels (RMSNorm, RoPE, SwiGLU), ``+liger-fce`` its fused linear cross-entropy too: ours through the trainer's
+``apply_liger``, plain with Liger's ``_apply_liger_kernel_to_instance`` (the same kernels), TRL through its
+``use_liger_kernel`` (layer kernels only: TRL computes the loss with its own chunked LM head).
 ``+compile`` is torch.compile (inductor, default mode) of each decoder layer and of the other leaf modules,
 Accelerate's regional compilation, ``+cudagraphs`` the same in mode ``reduce-overhead`` (each compiled region
 replayed as a CUDA graph: one launch where eager launches every kernel). Ours through the trainer's
@@ -70,6 +70,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -84,10 +85,11 @@ SHAPES = {  # Qwen2.5 configs (Qwen team, Qwen2.5 technical report, Table 1); ti
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}  # dense bf16, vendor spec sheets (SXM)
 # most telling first: pairs past --budget-s are skipped, so a short device call still measures the baseline and
 # the likeliest ways to fewer launches and bytes (measured on an H100, eager varlen leaves the GPU idle 48 % of a
-# step waiting on the host; Liger's fused cross-entropy takes a quarter off its busy time); @ours skips the sides
-# whose figure matters less than the budget it would take
-DEFAULT_CONFIGS = ("varlen,varlen+cudagraphs@ours,varlen+liger-fce+cudagraphs@ours,varlen+compile,"
-                   "varlen+liger-fce@ours,varlen+fsdp,sdpa")
+# step waiting on the host; Liger's fused cross-entropy takes a quarter off its busy time, and frees the memory for
+# 4 packs a step, over which the optimizer's fixed 7.5 ms spread); @ours skips the sides whose figure matters less
+# than the budget it would take
+DEFAULT_CONFIGS = ("varlen,varlen+cudagraphs@ours,varlen+liger-fce+cudagraphs@ours,"
+                   "varlen+liger-fce+cudagraphs+batch4@ours,varlen+compile,varlen+liger-fce@ours,varlen+fsdp,sdpa")
 ROW_KERNELS = ("varlen", "flash_attention_2", "flash_attention_3")  # take the packs of a batch as one row
 FSDP_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 
@@ -141,16 +143,27 @@ def versions() -> dict:
     return out
 
 
-def parse_config(name: str) -> tuple[str, bool, bool, str | None, bool]:
-    """ATTN[+liger|+liger-fce][+compile|+cudagraphs][+fsdp] -> (attn, liger, fused_ce, compile mode or None, fsdp)."""
+class Config(NamedTuple):
+    attn: str
+    liger: bool
+    fused_ce: bool
+    compile_mode: str | None  # torch.compile's mode, None: eager
+    fsdp: bool
+    batch: int | None  # packed sequences per step, None: --batch
+
+
+def parse_config(name: str) -> Config:
+    """ATTN[+liger|+liger-fce][+compile|+cudagraphs][+fsdp][+batchN]."""
     attn, *flags = name.split("+")
-    unknown = set(flags) - {"liger", "liger-fce", "compile", "cudagraphs", "fsdp"}
+    batches = [f for f in flags if re.fullmatch(r"batch[1-9][0-9]*", f)]
+    unknown = set(flags) - {"liger", "liger-fce", "compile", "cudagraphs", "fsdp", *batches}
     if unknown or len(flags) != len(set(flags)) or {"liger", "liger-fce"} <= set(flags) \
-            or {"compile", "cudagraphs"} <= set(flags):
+            or {"compile", "cudagraphs"} <= set(flags) or len(batches) > 1:
         raise SystemExit(f"config {name!r}: ATTN, then optionally +liger or +liger-fce, +compile or +cudagraphs, "
-                         "and +fsdp")
+                         "+fsdp and +batchN")
     mode = "reduce-overhead" if "cudagraphs" in flags else "default" if "compile" in flags else None
-    return attn, bool({"liger", "liger-fce"} & set(flags)), "liger-fce" in flags, mode, "fsdp" in flags
+    return Config(attn, bool({"liger", "liger-fce"} & set(flags)), "liger-fce" in flags, mode, "fsdp" in flags,
+                  int(batches[0][5:]) if batches else None)
 
 
 def compiled_graphs() -> int:
@@ -212,8 +225,8 @@ def compiled_modules(model) -> int:
 
 
 def run_one(side: str, config_name: str, args) -> dict:
-    attn, liger, fused_ce, compile_mode, _ = parse_config(config_name)
-    compile = compile_mode is not None
+    attn, liger, fused_ce, compile_mode, _, batch = parse_config(config_name)
+    compile, batch = compile_mode is not None, batch or args.batch
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(args.threads)
     steps_mod = load_steps()
@@ -221,20 +234,20 @@ def run_one(side: str, config_name: str, args) -> dict:
         steps_mod.register_varlen_attention()
         if not steps_mod.varlen_available():
             raise SystemExit(f"varlen: {steps_mod.varlen_error or 'needs a CUDA GPU of compute capability 8.0+'}")
-    examples = synthetic_examples(args.examples, SHAPES[args.shape]["vocab_size"], args.seq, args.seed)
+    examples = synthetic_examples(args.examples * batch, SHAPES[args.shape]["vocab_size"], args.seq, args.seed)
     lengths = [len(e["input_ids"]) for e in examples]
     packs = [[examples[i] for i in p] for p in steps_mod.pack_examples(lengths, args.seq)]
     # in a seeded random order, as the trainer's sampler and TRL's draw them (best-fit decreasing puts the
     # longest examples, with the most attention per token, in the first packs)
     random.Random(args.seed).shuffle(packs)
     row = attn in ROW_KERNELS
-    chunks = [packs[i : i + args.batch] for i in range(0, len(packs), args.batch)]
+    chunks = [packs[i : i + batch] for i in range(0, len(packs), batch)]
     needed = args.warmup + args.steps + args.profile
     if len(chunks) < needed:
         raise SystemExit(f"{len(chunks)} batches of packs for {needed} steps: raise --examples")
     chunks = chunks[:needed]
     # compiled, in one shape for every step, as the trainer lays out a compiled run's packs
-    layout = steps_mod.Layout.of(packs, args.batch, args.seq) if compile else None
+    layout = steps_mod.Layout.of(packs, batch, args.seq) if compile else None
     batches = [steps_mod.pack_batch(chunk, 0, one_row=row, varlen=row, layout=layout) for chunk in chunks]
 
     model, config = build_model(args.shape, args.seq, attn, device)
@@ -258,7 +271,7 @@ def run_one(side: str, config_name: str, args) -> dict:
     elif side == "plain":
         losses, trained = run_plain(model, batches, clock, device, compile_mode)
     elif side == "trl":  # TRL packs by itself (also best-fit decreasing): its steps hold other examples
-        losses, step_lengths, trained = run_trl(model, examples, args, clock, device, liger, compile_mode)
+        losses, step_lengths, trained = run_trl(model, examples, args, batch, clock, device, liger, compile_mode)
     else:
         raise SystemExit(f"unknown side {side}")
     if side != "trl":
@@ -288,7 +301,7 @@ def run_one(side: str, config_name: str, args) -> dict:
         distributed = PartialState().distributed_type.value
     return {
         "config": config_name, "side": side, "attn": attn, "liger": liger, "compile": compile_mode, "shape": args.shape,
-        "seq": args.seq, "batch": args.batch, "device": name, **versions(), "params": n_params,
+        "seq": args.seq, "batch": batch, "device": name, **versions(), "params": n_params,
         "distributed": distributed,
         "gradient_checkpointing": args.gradient_checkpointing, "timed_steps": args.steps, "real_tokens": real,
         "packing_efficiency": round(real / computed, 4), "step_s": round(seconds / args.steps, 4),
@@ -529,7 +542,7 @@ def run_plain(model, batches, clock, device, compile_mode: str | None) -> tuple[
     return losses, model
 
 
-def run_trl(model, examples, args, clock, device, liger: bool, compile_mode: str | None) -> tuple[list, list, object]:
+def run_trl(model, examples, args, batch: int, clock, device, liger: bool, compile_mode: str | None) -> tuple:
     """TRL's SFTTrainer on the same examples, already tokenized: its best-fit-decreasing packing, padding-free."""
     from datasets import Dataset
     from transformers import PreTrainedTokenizerFast, TrainerCallback
@@ -557,7 +570,7 @@ def run_trl(model, examples, args, clock, device, liger: bool, compile_mode: str
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<pad>": 0, "<eos>": 1}, "<pad>")),
                                         pad_token="<pad>", eos_token="<eos>")
     config = SFTConfig(
-        output_dir=os.environ.get("TMPDIR", "/tmp") + "/gpu-mfu-trl", per_device_train_batch_size=args.batch,
+        output_dir=os.environ.get("TMPDIR", "/tmp") + "/gpu-mfu-trl", per_device_train_batch_size=batch,
         max_steps=args.warmup + args.steps + args.profile, learning_rate=2e-5, lr_scheduler_type="constant",
         weight_decay=0.1, max_grad_norm=1.0, optim="adamw_torch_fused" if device == "cuda" else "adamw_torch",
         max_length=args.seq, packing=True, completion_only_loss=True, bf16=True, use_cpu=device == "cpu",
@@ -625,8 +638,9 @@ def tables(lines: list[dict], rows: list[dict]):
         return f"{r['tokens_per_s']:,} · {mfu} · {r['peak_mem_gib'] if r['peak_mem_gib'] is not None else '-'} GiB"
 
     for line in lines:
+        compiled = parse_config(line["config"]).compile_mode
         compiled = ", ".join(f"{s} {line[s]['compile_s']} · {line[s]['graphs_in_timed_steps']}"
-                             for s in ("ours", "plain", "trl") if line.get(s) and parse_config(line["config"])[3])
+                             for s in ("ours", "plain", "trl") if line.get(s) and compiled)
         compare.add_row(line["config"], *(cell(line.get(s)) for s in ("ours", "plain", "trl")),
                         *(str(line.get(k, "-")) for k in ("ours_over_plain", "ours_over_trl", "ours_over_first_ours")),
                         compiled)
@@ -672,7 +686,8 @@ def main():
     parser.add_argument("--batch", type=int, default=1, help="packed sequences per step")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--examples", type=int, default=120, help="synthetic examples to pack")
+    parser.add_argument("--examples", type=int, default=120,
+                        help="synthetic examples to pack, for each packed sequence of a step")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
                         help="ATTN[+liger|+liger-fce][+compile|+cudagraphs][+fsdp][@SIDE[+SIDE]], comma-separated")
     parser.add_argument("--sides", default="ours,plain,trl")
@@ -701,7 +716,7 @@ def main():
     matrix = []  # (config, its sides): CONFIG@SIDE[+SIDE] runs only those of --sides for that config
     for item in args.configs.split(","):
         config, _, only = item.partition("@")
-        fsdp = parse_config(config)[4]  # a misspelt config stops it here
+        fsdp = parse_config(config).fsdp  # a misspelt config stops it here
         matrix.append((config, fsdp, [s for s in args.sides.split(",") if not only or s in only.split("+")]))
     for config, fsdp, sides in matrix:
         for side in sides:

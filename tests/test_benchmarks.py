@@ -86,10 +86,11 @@ def test_gpu_mfu_profile_breakdown_on_a_cpu_counts_each_op_once():
 
 def test_gpu_mfu_configs_parse_and_a_misspelt_one_is_refused():
     gpu_mfu = load_benchmark("gpu_mfu")
-    assert gpu_mfu.parse_config("varlen") == ("varlen", False, False, None, False)
-    assert gpu_mfu.parse_config("varlen+liger-fce+compile+fsdp") == ("varlen", True, True, "default", True)
-    assert gpu_mfu.parse_config("varlen+cudagraphs") == ("varlen", False, False, "reduce-overhead", False)
-    for bad in ("varlen+liger+liger-fce", "varlen+fdsp", "sdpa+compile+compile", "sdpa+compile+cudagraphs"):
+    assert gpu_mfu.parse_config("varlen") == ("varlen", False, False, None, False, None)
+    assert gpu_mfu.parse_config("varlen+liger-fce+compile+fsdp") == ("varlen", True, True, "default", True, None)
+    assert gpu_mfu.parse_config("varlen+cudagraphs+batch4") == ("varlen", False, False, "reduce-overhead", False, 4)
+    for bad in ("varlen+liger+liger-fce", "varlen+fdsp", "sdpa+compile+compile", "sdpa+compile+cudagraphs",
+                "sdpa+batch0", "sdpa+batch2+batch4"):
         with pytest.raises(SystemExit, match="optionally"):
             gpu_mfu.parse_config(bad)
 
@@ -130,13 +131,15 @@ def test_gpu_mfu_runs_its_matrix_on_a_cpu(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_mfu.py"
     env = {**os.environ, "OUT": str(tmp_path)}
     run = subprocess.run([sys.executable, str(script), "--shape", "tiny", "--seq", "256", "--examples", "40",
-                          "--warmup", "2", "--steps", "2", "--profile", "1", "--configs", "sdpa,sdpa+cudagraphs@ours+trl",
-                          "--sides", "ours,plain,trl", "--timeout", "240"],
+                          "--warmup", "2", "--steps", "2", "--profile", "1", "--sides", "ours,plain,trl",
+                          "--configs", "sdpa,sdpa+cudagraphs+batch2@ours+trl", "--timeout", "240"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "gpu_mfu.jsonl").read_text().splitlines()]
+    compiled = "sdpa+cudagraphs+batch2"
     assert [(r["config"], r["side"]) for r in rows] == [("sdpa", "ours"), ("sdpa", "plain"), ("sdpa", "trl"),
-                                                         ("sdpa+cudagraphs", "ours"), ("sdpa+cudagraphs", "trl")]
+                                                         (compiled, "ours"), (compiled, "trl")]
+    assert [r["batch"] for r in rows] == [1, 1, 1, 2, 2]
     for r in rows:
         assert "error" not in r and r["tokens_per_s"] > 0 and r["profile"]["kernels"] > 0, r
     compiled = [r for r in rows if r["compile"]]
