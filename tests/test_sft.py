@@ -557,10 +557,16 @@ def test_compile_is_in_the_cache_key_and_off_means_off(monkeypatch):
     assert on.backend == DynamoBackend.INDUCTOR and on.use_regional_compilation and on.dynamic
     graphs = dynamo_plugin(True, "reduce-overhead", static_shapes=True)
     assert graphs.mode == "reduce-overhead" and graphs.dynamic is False
+
+
+def test_settings_that_would_go_wrong_or_do_nothing_are_refused():
     assert SFTTrainer(compile=True, packing=True, compile_mode="reduce-overhead").settings.compile_mode
     for unsafe in ({"packing": False}, {"packing": True, "grad_accum": 2}):  # more than one shape, accumulation
         with pytest.raises(ValueError, match="replays CUDA graphs"):
             SFTTrainer(compile=True, compile_mode="reduce-overhead", **unsafe)
+    assert SFTTrainer(liger="auto", liger_fused_ce=True).settings.liger_fused_ce
+    with pytest.raises(ValueError, match="set liger to true"):
+        SFTTrainer(liger_fused_ce=True)
 
 
 def test_a_recipes_bad_trainer_settings_are_named(tmp_path):

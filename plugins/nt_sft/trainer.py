@@ -111,6 +111,12 @@ class SFTTrainer(Trainer):
         system_prompt: str | None = None
 
         @model_validator(mode="after")
+        def _fused_ce_is_part_of_liger(self):
+            if self.liger_fused_ce and self.liger is False:  # it would silently do nothing
+                raise ValueError("liger_fused_ce is one of Liger's kernels: set liger to true (or auto) as well")
+            return self
+
+        @model_validator(mode="after")
         def _cuda_graphs_need_one_shape(self):
             if self.compile and self.compile_mode in CUDA_GRAPH_MODES and (self.grad_accum > 1 or not self.packing):
                 # cudagraph trees hand a replay's outputs, the gradients, to the parameters and the next replay
