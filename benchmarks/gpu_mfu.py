@@ -18,14 +18,15 @@ replayed as a CUDA graph: one launch where eager launches every kernel). Ours th
 ``make_accelerator`` (``compile: true``, ``compile_mode``) and ``compile_loss`` (the loss compiled too), plain with
 Accelerate's ``compile_regions`` (the same call, by hand; transformers' loss left eager), both on the batches laid
 out as the trainer lays out a compiled packed run (``steps.Layout``: every step one shape, so static sizes and one
-graph); TRL with ``torch_compile=True``, ``torch_compile_mode``,
-``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`` and ``ACCELERATE_DYNAMO_USE_DYNAMIC`` (its padding-free rows change
-length every step; with automatic dynamic shapes each layer recompiled for every size that first varied, on an
-H100 still during the timed steps). The warmup steps absorb the
-compilations: ``compile_s`` is their time beyond that many timed steps, ``graphs_in_timed_steps`` counts
-graphs compiled during the timed steps (0, or the warmup was too short: raise --warmup), and
-``recompile_guards`` and ``graph_breaks`` say where compiled code was left. Only the first compiling process of a
-run compiles cold; the later ones find inductor's on-disk cache (CPU, tiny shape: 52 s, then 3-8 s).
+graph); TRL with ``torch_compile=True``, ``torch_compile_mode``, ``ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION`` and
+``ACCELERATE_DYNAMO_USE_DYNAMIC`` (its padding-free rows change length every step; with automatic dynamic shapes each
+layer recompiled for every size that first varied, on an H100 still during the timed steps). The warmup steps absorb
+the compilations: ``compile_s`` is their time beyond that many timed steps, ``graphs_in_timed_steps`` counts graphs
+compiled during the timed steps (0, or the warmup was too short: raise --warmup), ``recompile_guards`` and
+``graph_breaks`` say where compiled code was left, ``cudagraph_skips`` (and, on a GPU, ``cudagraph_skip_reasons``)
+where CUDA graphs were not used, ``cudagraph_recordings_in_timed_steps`` whether graphs were recorded again. Only
+the first compiling process of a run compiles cold; the later ones find inductor's on-disk cache (CPU, tiny shape:
+52 s, then 3-8 s).
 ``+fsdp`` runs the pair as one process under ``accelerate launch --config_file configs/accelerate/fsdp.yaml``, as
 the trainer runs with ``accelerate_config`` set: FSDP2's mixed precision computes in bf16 over the fp32 shards (the
 residual stream, norms and activations too, half the bytes of autocast's fp32 residual stream) instead of
@@ -253,12 +254,12 @@ def run_one(side: str, config_name: str, args) -> dict:
     model, config = build_model(args.shape, args.seq, attn, device)
     if liger and side == "ours":
         steps_mod.apply_liger(model, fused_ce)  # what the trainer does
-    if compile and side == "ours":
-        steps_mod.compile_loss(model, compile_mode, static_shapes=True)  # the trainer's too
     elif liger and side == "plain":
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
         _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
+    if compile and side == "ours":
+        steps_mod.compile_loss(model, compile_mode, static_shapes=True)  # the trainer's too
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     leak = packing_leak(model, packs[0], device) if side == "ours" else None
@@ -373,8 +374,8 @@ def to_device(batch: dict, device) -> dict:
 class StepClock:
     """Seconds of the timed steps and of the warmup steps (where the compilations happen), each step between
     device synchronisations; how many graphs were compiled when the timed steps began (and CUDA graphs recorded
-    during them); and, with ``profile``
-    steps after the timed ones, torch's profiler over those (their time counts in neither)."""
+    during them); and, with ``profile`` steps after the timed ones, torch's profiler over those (their time counts in
+    neither)."""
 
     def __init__(self, warmup: int, timed: int, profile: int = 0, watched: dict | None = None):
         self.warmup, self.timed, self.profile, self.step, self.started = warmup, timed, profile, 0, 0.0
