@@ -499,8 +499,7 @@ def run_ours(steps_mod, model, batches, clock, compile_mode: str | None) -> tupl
 
     settings = SimpleNamespace(lr=2e-5, weight_decay=0.1, adam_beta2=0.999, warmup_ratio=0.0, schedule="constant",
                                min_lr_ratio=0.1)
-    accelerator = steps_mod.make_accelerator("bf16", compile_mode is not None, compile_mode or "default",
-                                             static_shapes=True)
+    accelerator = steps_mod.make_accelerator("bf16", compile_mode, static_shapes=True)
     optimizer = steps_mod.build_optimizer(model, settings, fused=accelerator.device.type == "cuda")
     schedule = steps_mod.build_schedule(optimizer, settings, len(batches))
     steps_mod.fsdp_precision(accelerator)

@@ -552,10 +552,10 @@ def test_compile_is_in_the_cache_key_and_off_means_off(monkeypatch):
     assert "compile" not in SFTTrainer.execution
     assert SFTTrainer(compile=True).key_settings() != SFTTrainer().key_settings()
     monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "inductor")
-    assert dynamo_plugin(False).backend == DynamoBackend.NO
-    on = dynamo_plugin(True)
+    assert dynamo_plugin(None).backend == DynamoBackend.NO
+    on = dynamo_plugin("default")
     assert on.backend == DynamoBackend.INDUCTOR and on.use_regional_compilation and on.dynamic
-    graphs = dynamo_plugin(True, "reduce-overhead", static_shapes=True)
+    graphs = dynamo_plugin("reduce-overhead", static_shapes=True)
     assert graphs.mode == "reduce-overhead" and graphs.dynamic is False
 
 

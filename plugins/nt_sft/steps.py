@@ -198,8 +198,7 @@ def build_schedule(optimizer, settings, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def make_accelerator(mixed_precision: str, compile: bool = False, compile_mode: str = "default",
-                     static_shapes: bool = False):
+def make_accelerator(mixed_precision: str, compile_mode: str | None = None, static_shapes: bool = False):
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.state import AcceleratorState, GradientState
 
@@ -212,7 +211,7 @@ def make_accelerator(mixed_precision: str, compile: bool = False, compile_mode: 
     # non_blocking: with a pinned-memory loader, batches go to the GPU without a host sync per tensor
     return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False,
                        dataloader_config=DataLoaderConfiguration(non_blocking=True),
-                       dynamo_plugin=dynamo_plugin(compile, compile_mode, static_shapes))
+                       dynamo_plugin=dynamo_plugin(compile_mode, static_shapes))
 
 
 def fsdp_precision(accelerator) -> None:
@@ -255,10 +254,10 @@ def skip_output_upcast(accelerator, model) -> None:
     inner.forward = MethodType(autocast_forward, inner) if hasattr(forward, "__func__") else autocast_forward
 
 
-def dynamo_plugin(compile: bool, mode: str = "default", static_shapes: bool = False):
-    """Accelerate's torch.compile settings: inductor in torch.compile's ``mode``, one decoder layer compiled and
-    reused by the others (Accelerate's regional compilation, which it recommends for transformers: a fraction of
-    the whole model's compile time). Sizes are static when every batch has one shape (``static_shapes``: packed
+def dynamo_plugin(mode: str | None, static_shapes: bool = False):
+    """Accelerate's torch.compile settings (``mode`` None: no compiling): inductor in torch.compile's ``mode``, one
+    decoder layer compiled and reused by the others (Accelerate's regional compilation, which it recommends for
+    transformers: a fraction of the whole model's compile time). Sizes are static when every batch has one shape (``static_shapes``: packed
     batches in a fixed ``Layout``; what CUDA graphs, ``reduce-overhead``, need to replay), else dynamic from the
     first compile: packed rows change length and sequence count every step, and torch's automatic dynamic shapes
     recompiled each layer for every size that first varied (on an H100, still after 5 warmup steps: 760 ms a
@@ -266,7 +265,7 @@ def dynamo_plugin(compile: bool, mode: str = "default", static_shapes: bool = Fa
     key. An Accelerate without regional compilation compiles the whole model."""
     from accelerate.utils import TorchDynamoPlugin
 
-    if not compile:
+    if mode is None:
         return TorchDynamoPlugin(backend="no")
     fields = TorchDynamoPlugin.__dataclass_fields__
     regional = {"use_regional_compilation": True} if "use_regional_compilation" in fields else {}

@@ -335,7 +335,7 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     # fragmenting (PyTorch's CUDA memory-management notes); read when CUDA is first used in the process
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     set_seed(settings.seed)
-    accelerator = make_accelerator(settings.mixed_precision, settings.compile, settings.compile_mode,
+    accelerator = make_accelerator(settings.mixed_precision, settings.compile_mode if settings.compile else None,
                                    static_shapes=settings.packing)
     if accelerator.distributed_type == DistributedType.DEEPSPEED and settings.grad_accum > 1:
         # DeepSpeed steps its optimizer inside every backward; this loop's window would step it each micro-batch
