@@ -383,6 +383,9 @@ class StepClock:
         self.profiler, self.trace = None, None
         self.watched, self.recorded = watched, {}  # CUDA graphs recorded by the start and the end of the timed steps
 
+    def recordings(self) -> int:
+        return len(self.watched["cudagraph_recordings"]) if self.watched else 0
+
     def recordings_in_timed_steps(self) -> int:
         """CUDA graphs recorded during the timed steps: 0, or the graphs were not replayed as they stood."""
         return self.recorded.get("end", 0) - self.recorded.get("start", 0)
@@ -390,7 +393,7 @@ class StepClock:
     def begin(self):
         if self.step == self.warmup:
             self.graphs_at_timing = compiled_graphs()
-            self.recorded["start"] = len(self.watched["cudagraph_recordings"]) if self.watched else 0
+            self.recorded["start"] = self.recordings()
         if self.profile and self.step == self.warmup + self.timed:
             from torch.profiler import ProfilerActivity, profile
 
@@ -411,7 +414,7 @@ class StepClock:
             self.profiled_s += elapsed
         self.step += 1
         if self.step == self.warmup + self.timed:
-            self.recorded["end"] = len(self.watched["cudagraph_recordings"]) if self.watched else 0
+            self.recorded["end"] = self.recordings()
         if self.profiler is not None and self.step == self.warmup + self.timed + self.profile:
             self.profiler.stop()
             path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gpu-mfu-trace-{os.getpid()}.json"

@@ -413,6 +413,13 @@ def encoded_examples(tokenizer, tiny, n: int = 8) -> list[dict]:
     return out
 
 
+def packed(examples: list[dict], room: int = 40) -> tuple[list[list[dict]], int]:
+    """The examples packed best-fit decreasing into packs of the longest one + ``room`` tokens; that capacity."""
+    lengths = [len(e["input_ids"]) for e in examples]
+    capacity = max(lengths) + room
+    return [[examples[i] for i in pack] for pack in pack_examples(lengths, capacity)], capacity
+
+
 def test_best_fit_decreasing_packs_every_example_once_within_capacity():
     lengths = [70, 20, 50, 30, 100, 10, 60, 40, 30, 90]
     packs = pack_examples(lengths, 100)
@@ -483,8 +490,7 @@ def test_packed_and_padded_batches_give_the_same_gradient(tiny, tokenizer):
     accelerator = make_accelerator("no")
     model = accelerator.prepare(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32))
     examples = encoded_examples(tokenizer, tiny)
-    lengths = [len(e["input_ids"]) for e in examples]
-    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
+    packs, capacity = packed(examples)
     assert len(packs) < len(examples)
 
     def gradient(batches) -> tuple[torch.Tensor, float, int]:
@@ -496,7 +502,7 @@ def test_packed_and_padded_batches_give_the_same_gradient(tiny, tokenizer):
     g_packed, loss_packed, tokens_packed = gradient([pack_batch(packs, tokenizer.pad_token_id)])
     g_row, _, _ = gradient([pack_batch(packs, tokenizer.pad_token_id, one_row=True)])
     # a compiled run's fixed layout: packs padded to full length, an all-padding pack, the head everywhere
-    layout = Layout.of(packs, len(packs) + 1, max(lengths) + 40)
+    layout = Layout.of(packs, len(packs) + 1, capacity)
     g_fixed, loss_fixed, tokens_fixed = gradient([pack_batch(packs, tokenizer.pad_token_id, layout=layout)])
     assert tokens_packed == tokens_padded == tokens_fixed > 0
     assert loss_packed == pytest.approx(loss_padded, rel=1e-5) and loss_fixed == pytest.approx(loss_padded, rel=1e-5)
@@ -508,10 +514,7 @@ def test_packed_and_padded_batches_give_the_same_gradient(tiny, tokenizer):
 def test_a_layout_gives_every_batch_one_shape(tokenizer, tiny):
     """What a compiled step needs to trace once (and a CUDA graph to replay): batches of other packs, fewer
     packs, other example counts all have the same tensor shapes and the same max_length; too big a pack is refused."""
-    examples = encoded_examples(tokenizer, tiny)
-    lengths = [len(e["input_ids"]) for e in examples]
-    capacity = max(lengths) + 40
-    packs = [[examples[i] for i in p] for p in pack_examples(lengths, capacity)]
+    packs, capacity = packed(encoded_examples(tokenizer, tiny))
     layout = Layout.of(packs, 2, capacity)
     assert layout.sequences == max(len(p) for p in packs) + 1
     for one_row, varlen in [(False, False), (True, True)]:
@@ -645,10 +648,8 @@ def test_the_compiled_loss_takes_each_windows_count_without_recompiling(tiny, to
     eager, compiled = (AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32) for _ in range(2))
     compile_loss(compiled, static_shapes=True)
     accelerator = make_accelerator("no")
-    examples = encoded_examples(tokenizer, tiny)
-    lengths = [len(e["input_ids"]) for e in examples]
-    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
-    layout = Layout.of(packs, 1, max(lengths) + 40)
+    packs, capacity = packed(encoded_examples(tokenizer, tiny))
+    layout = Layout.of(packs, 1, capacity)
     graphs, targets = counters["stats"]["unique_graphs"], set()
     with recompile_log() as recompiles:
         for pack in packs[:3]:
@@ -1001,13 +1002,12 @@ def test_varlen_attention_keeps_packed_examples_apart(tiny, tokenizer, monkeypat
         backward_window(accelerator, m, batches)
         return torch.cat([p.grad.flatten() for p in m.parameters()])
 
-    lengths = [len(e["input_ids"]) for e in examples]
-    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
+    packs, capacity = packed(examples)
     g_varlen = gradient(model, [pack_batch(packs, tokenizer.pad_token_id, True, True)])
     g_padded = gradient(reference, [pad_batch(examples, tokenizer.pad_token_id)])
     assert torch.allclose(g_varlen, g_padded, rtol=1e-4, atol=1e-7), (g_varlen - g_padded).abs().max()
     # a compiled run's fixed layout: an all-padding pack and empty sequences after the last one
-    layout = Layout.of(packs, len(packs) + 1, max(lengths) + 40)
+    layout = Layout.of(packs, len(packs) + 1, capacity)
     g_fixed = gradient(model, [pack_batch(packs, tokenizer.pad_token_id, True, True, layout)])
     assert calls[-1][-2:] == [calls[-1][-1]] * 2  # the boundaries reached the kernel with their empty sequences
     assert torch.allclose(g_fixed, g_padded, rtol=1e-4, atol=1e-7), (g_fixed - g_padded).abs().max()
@@ -1093,9 +1093,7 @@ def test_varlen_kernel_and_liger_match_sdpa_on_a_gpu(tiny, tokenizer):
 
     if not varlen_available():
         pytest.skip("this GPU/torch has no working varlen kernel")
-    examples = encoded_examples(tokenizer, tiny)
-    lengths = [len(e["input_ids"]) for e in examples]
-    packs = [[examples[i] for i in p] for p in pack_examples(lengths, max(lengths) + 40)]
+    packs, _ = packed(encoded_examples(tokenizer, tiny))
     batch = {k: v.cuda() if torch.is_tensor(v) else v
              for k, v in pack_batch(packs, tokenizer.pad_token_id, True, True).items()}
     varlen = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32,
