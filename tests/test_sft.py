@@ -16,6 +16,7 @@ from nt_sft.trainer import (
     IGNORE,
     Layout,
     SFTTrainer,
+    assistant_turn,
     backward_window,
     encode_example,
     make_accelerator,
@@ -91,6 +92,47 @@ def test_labels_mask_exactly_the_prompt(tokenizer):
     assert enc["labels"][n_prompt:] == enc["input_ids"][n_prompt:]
     assert tokenizer.decode(enc["input_ids"][:n_prompt]) == prompt
     assert tokenizer.decode(enc["labels"][n_prompt:]) == response + "<|im_end|>\n"
+
+
+# The student families' templates in their published shape (Llama-3.1-Instruct: header ids, a system block with
+# dates, trimmed contents, <|eot_id|> as EOS; Qwen2.5-Instruct: ChatML with its default system message): the hub,
+# where the real tokenizers live, cannot be reached here, so these stand in for them on the tiny tokenizer.
+FAMILY_TEMPLATES = {
+    "llama-3": ("<|eot_id|>",
+                "{{ bos_token }}{{ '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
+                "December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>' }}{% for m in messages %}"
+                "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}"
+                "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+                "{% endif %}"),
+    "qwen2.5": ("<|im_end|>",
+                "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are Qwen, created by "
+                "Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}{% endif %}{% for m in messages %}"
+                "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_TEMPLATES))
+def test_each_student_familys_template_trains_the_thinking_answer_and_end_of_turn(tiny, family):
+    """Llama-3 and Qwen2.5 templates (SmolLM2's ChatML is the tiny tokenizer's own): the prompt, system block
+    included, is masked; the targets are exactly the <think> block, the answer and the end-of-turn token, which is
+    the tokenizer's EOS, so the student learns to stop."""
+    from transformers import AutoTokenizer
+
+    eos, template = FAMILY_TEMPLATES[family]
+    tok = AutoTokenizer.from_pretrained(tiny)
+    tok.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
+    tok.chat_template, tok.eos_token = template, eos
+    response = assistant_turn("add them: 1 + 2", "<answer>3</answer>", "system2")
+    enc = encode_example(tok, "What is 1 + 2?", response, None, {tok.eos_token_id})
+    targets = [t for t in enc["labels"] if t != IGNORE]
+    start = len(enc["labels"]) - len(targets)
+    assert enc["labels"][:start] == [IGNORE] * start and enc["labels"][start:] == enc["input_ids"][start:]
+    assert tok.decode(targets) == response + eos + ("\n" if family == "qwen2.5" else "")
+    assert targets.count(tok.eos_token_id) == 1 and tok.convert_ids_to_tokens(tok.eos_token_id) == eos
+    prompt = tok.decode(enc["input_ids"][:start])
+    assert prompt.endswith("assistant<|end_header_id|>\n\n" if family == "llama-3" else "<|im_start|>assistant\n")
+    assert ("Cutting Knowledge Date" if family == "llama-3" else "You are Qwen") in prompt
 
 
 def test_system_prompt_replaces_the_template_default(tokenizer):
