@@ -280,9 +280,12 @@ def test_batch_8_equals_batch_2_times_accumulation_4(tiny, tmp_path):
     b = SFTTrainer(batch_size=2, grad_accum=4, **settings).train(make_examples(8), tiny, context(tmp_path / "b"))
     assert a["steps"] == b["steps"] == 2
     assert a["loss_curve"] == pytest.approx(b["loss_curve"], rel=1e-5)
+    w0 = weights(Path(tiny))
     wa, wb = weights(tmp_path / "a" / "out" / "model"), weights(tmp_path / "b" / "out" / "model")
-    for name in wa:  # updates are ~2e-3 (2 Adam steps at lr 1e-3); Adam magnifies float noise where g ~ 0
-        assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+    for name in wa:  # each tensor's update, as a whole: Adam's step m/sqrt(v) turns float noise in a gradient
+        # near 0 into a visible change of that one element (transformers 5.24: 1 of 4,096 moved 1.4e-5 of 2e-3)
+        update = (wa[name] - w0[name]).norm()
+        assert (wa[name] - wb[name]).norm() <= 1e-3 * update, name
 
 
 def test_lora_writes_a_merged_model_and_the_adapter(tiny, tmp_path):
