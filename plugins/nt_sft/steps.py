@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 from typing import NamedTuple
 
 import torch
@@ -339,11 +338,15 @@ def _varlen_call(q, k, v, cu, max_len: int, scale):
     return varlen_attn(q, k, v, cu, cu, max_len, max_len, **kwargs)
 
 
-@functools.lru_cache
+_signatures: dict = {}  # a plain memo: torch.compile warns of possible silent errors on functools' caches
+
+
 def _parameters(function) -> frozenset[str]:
     import inspect
 
-    return frozenset(inspect.signature(function).parameters)
+    if function not in _signatures:
+        _signatures[function] = frozenset(inspect.signature(function).parameters)
+    return _signatures[function]
 
 
 def register_varlen_attention() -> str:
