@@ -521,7 +521,14 @@ def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int
 
 
 def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], max_grad_norm: float) -> dict:
-    """One update from a window of micro-batches; returns its mean token loss and token counts (all processes)."""
+    """One update from a window of micro-batches; returns its mean token loss and token counts (all processes).
+
+    Under CUDA graphs (``compile_mode`` reduce-overhead) the step first tells cudagraph trees that a new iteration
+    begins, the documented call for a training loop (torch.compiler.cudagraph_mark_step_begin), rather than leave
+    it to their guess from pending backwards, which a forward output outside the loss's graph defeats (graphs
+    recorded again every step). Elsewhere the call only counts.
+    """
+    torch.compiler.cudagraph_mark_step_begin()
     loss, targets = backward_window(accelerator, model, window)
     if max_grad_norm > 0:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
