@@ -526,7 +526,7 @@ def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], 
     Under CUDA graphs (``compile_mode`` reduce-overhead) the step first tells cudagraph trees that a new iteration
     begins, the documented call for a training loop (torch.compiler.cudagraph_mark_step_begin), rather than leave
     it to their guess from pending backwards, which a forward output outside the loss's graph defeats (graphs
-    recorded again every step). Elsewhere the call only counts.
+    recorded again every step). Without CUDA graphs the call only bumps a counter.
     """
     torch.compiler.cudagraph_mark_step_begin()
     loss, targets = backward_window(accelerator, model, window)
