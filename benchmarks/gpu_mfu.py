@@ -641,9 +641,9 @@ def tables(lines: list[dict], rows: list[dict]):
         return f"{r['tokens_per_s']:,} · {mfu} · {r['peak_mem_gib'] if r['peak_mem_gib'] is not None else '-'} GiB"
 
     for line in lines:
-        compiled = parse_config(line["config"]).compile_mode
         compiled = ", ".join(f"{s} {line[s]['compile_s']} · {line[s]['graphs_in_timed_steps']}"
-                             for s in ("ours", "plain", "trl") if line.get(s) and compiled)
+                             for s in ("ours", "plain", "trl") if line.get(s)) \
+            if parse_config(line["config"]).compile_mode else ""
         compare.add_row(line["config"], *(cell(line.get(s)) for s in ("ours", "plain", "trl")),
                         *(str(line.get(k, "-")) for k in ("ours_over_plain", "ours_over_trl", "ours_over_first_ours")),
                         compiled)
@@ -691,8 +691,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--examples", type=int, default=120,
                         help="synthetic examples to pack, for each packed sequence of a step")
-    parser.add_argument("--configs", default=DEFAULT_CONFIGS,
-                        help="ATTN[+liger|+liger-fce][+compile|+cudagraphs][+fsdp][@SIDE[+SIDE]], comma-separated")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated "
+                        "ATTN[+liger|+liger-fce][+compile|+cudagraphs][+fsdp][+batchN][@SIDE[+SIDE]]")
     parser.add_argument("--sides", default="ours,plain,trl")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--profile", type=int, default=0, metavar="N",

@@ -256,12 +256,12 @@ def skip_output_upcast(accelerator, model) -> None:
 def dynamo_plugin(mode: str | None, static_shapes: bool = False):
     """Accelerate's torch.compile settings (``mode`` None: no compiling): inductor in torch.compile's ``mode``, one
     decoder layer compiled and reused by the others (Accelerate's regional compilation, which it recommends for
-    transformers: a fraction of the whole model's compile time). Sizes are static when every batch has one shape (``static_shapes``: packed
-    batches in a fixed ``Layout``; what CUDA graphs, ``reduce-overhead``, need to replay), else dynamic from the
-    first compile: packed rows change length and sequence count every step, and torch's automatic dynamic shapes
-    recompiled each layer for every size that first varied (on an H100, still after 5 warmup steps: 760 ms a
-    step). Off is said explicitly, so that no ``ACCELERATE_DYNAMO_*`` variable turns compiling on behind the cache
-    key. An Accelerate without regional compilation compiles the whole model."""
+    transformers: a fraction of the whole model's compile time). Sizes are static when every batch has one shape
+    (``static_shapes``: packed batches in a fixed ``Layout``; what CUDA graphs, ``reduce-overhead``, need to
+    replay), else dynamic from the first compile: packed rows change length and sequence count every step, and
+    torch's automatic dynamic shapes recompiled each layer for every size that first varied (on an H100, still
+    after 5 warmup steps: 760 ms a step). Off is said explicitly, so that no ``ACCELERATE_DYNAMO_*`` variable
+    turns compiling on behind the cache key. An Accelerate without regional compilation compiles the whole model."""
     from accelerate.utils import TorchDynamoPlugin
 
     if mode is None:
