@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 
 import pyarrow as pa
+from typing import Literal
+
 from pydantic import Field
 
 from nt_harness.asking import ask
@@ -36,6 +38,10 @@ class System1Annotator(Annotator):
         system_prompt: str | None = ANSWER_DIRECTLY
         prefill: str = Field("", description='text the answer starts with, e.g. "<answer>"; kept in system1_answer')
         max_new_tokens: int = Field(48, ge=1)
+        stop: list[str] = Field(["</answer>"], description="the answer ends right after any of these")
+        # tags: the reply as written; source: the source's reading of the reply's final answer in <answer> tags
+        # (Source.final_answers), for a model too small to write tags reliably (as the hf teacher's answer_from)
+        answer_from: Literal["tags", "source"] = "tags"
         batch_size: int = Field(8, ge=1)
         dtype: str = Field(
             "auto", pattern="^(auto|float32|bfloat16|float16)$",
@@ -70,11 +76,14 @@ class System1Annotator(Annotator):
             started = time.perf_counter()
             start = b * s.batch_size
             prompts = [model.chat_prompt(t, s.system_prompt, s.prefill) for t in texts[start:start + s.batch_size]]
-            outs = model.complete(prompts, s.max_new_tokens, Sampling(temperature=0.0), seed=0)
+            outs = model.complete(prompts, s.max_new_tokens, Sampling(temperature=0.0), seed=0, stop=tuple(s.stop))
             done["tokens"] += sum(len(c.token_ids) for c in outs)
             done["seconds"] += time.perf_counter() - started
             advance(0, info=f"{done['tokens'] / max(done['seconds'], 1e-9):.0f} tok/s")
             answers = [(s.prefill + model.decode(c.token_ids)).strip() for c in outs]
+            if s.answer_from == "source" and ctx.source is not None:
+                read = ctx.source.final_answers(questions.slice(start, len(answers)), answers)
+                answers = ["" if a is None else f"<answer>{a}</answer>" for a in read]
             return pa.table({"trace_id": batches[b], "question_id": batches[b], "system1_answer": answers})
 
         progress = ctx.progress or Progress(disable=True)
