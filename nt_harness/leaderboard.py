@@ -27,6 +27,7 @@ from rich.table import Table
 
 from nt_harness import plots
 from nt_harness.pipeline import RunResult
+from nt_harness.records import NO_FILTER, metric_key
 from nt_harness.stats import mean_ci, paired_test
 
 BASE = "(base student)"
@@ -45,21 +46,29 @@ def _num(x, digits=4) -> str:
     return "N/A" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def primary_metric(rows: list[dict]) -> str:
-    """exact_match when the task has it, else its first higher-is-better metric."""
-    names = [r["metric"] for r in rows]
-    if "exact_match" in names:
-        return "exact_match"
-    return next((r["metric"] for r in rows if r.get("higher_is_better", True) and r["metric"] != NO_ANSWER), names[0])
+def primary_metric(rows: list[dict]) -> tuple[str, str]:
+    """(metric, filter): the one the task declares its headline, else exact_match, else its first
+    higher-is-better metric."""
+    declared = next((r for r in rows if r.get("headline")), None)
+    if declared is None:
+        declared = next((r for r in rows if r["metric"] == "exact_match"), None)
+    if declared is None:
+        declared = next((r for r in rows if r.get("higher_is_better", True) and r["metric"] != NO_ANSWER), rows[0])
+    return declared["metric"], declared.get("filter") or NO_FILTER
 
 
-def tasks_of(runs: list[RunResult]) -> dict[str, str]:
-    """task -> its primary metric, in first-seen order."""
+def tasks_of(runs: list[RunResult]) -> dict[str, tuple[str, str]]:
+    """task -> its primary (metric, filter), in first-seen order."""
     out: dict[str, list[dict]] = {}
     for run in runs:
         for r in run.results:
             out.setdefault(r["task"], []).append(r)
     return {task: primary_metric(rows) for task, rows in out.items()}
+
+
+def headline_notes(runs: list[RunResult]) -> dict[str, str]:
+    """task -> what its headline number is, in the task's own words (when it declares one)."""
+    return {r["task"]: r["headline"] for run in runs for r in run.results if r.get("headline")}
 
 
 def summarize(runs: list[RunResult]) -> list[dict]:
@@ -69,25 +78,29 @@ def summarize(runs: list[RunResult]) -> list[dict]:
     for run in runs:
         if run.recipe != BASE:
             reference.setdefault(run.budget, run)  # first recipe at each budget
+    base = next((run for run in runs if run.recipe == BASE), None)
     out = []
     for run in runs:
         ref = reference.get(run.budget)
         row = {"recipe": run.recipe, "budget": run.budget, "student": run.student, "tasks": {},
                "cost": run.cost, "reference": ref.recipe if ref is not None and ref is not run else None}
-        for task, metric in tasks.items():
-            found = {r["metric"]: r for r in run.results if r["task"] == task}
-            if metric not in found:
+        for task, (metric, filter_) in tasks.items():
+            found = {(r["metric"], r.get("filter") or NO_FILTER): r for r in run.results if r["task"] == task}
+            if (metric, filter_) not in found:
                 continue
-            values = run.per_question.get(task, {}).get(metric, {})
-            cell = {"metric": metric, "value": found[metric]["value"], "stderr": found[metric].get("stderr"),
-                    "n": found[metric].get("n"), "ci": mean_ci(list(values.values())),
-                    "no_answer": found.get(NO_ANSWER, {}).get("value")}
-            tokens = run.per_question.get(task, {}).get("response_tokens")
+            key = metric_key(metric, filter_)
+            values = run.per_question.get(task, {}).get(key, {})
+            cell = {"metric": metric, "filter": filter_, "value": found[metric, filter_]["value"],
+                    "stderr": found[metric, filter_].get("stderr"), "n": found[metric, filter_].get("n"),
+                    "ci": mean_ci(list(values.values())),
+                    "no_answer": found.get((NO_ANSWER, filter_), {}).get("value")}
+            tokens = run.per_question.get(task, {}).get(metric_key("response_tokens", filter_))
             cell["gen_tokens"] = sum(tokens.values()) / len(tokens) if tokens else None
             cell["base"], cell["mode"] = split_mode(task)
-            if row["reference"]:
-                ref_values = ref.per_question.get(task, {}).get(metric, {})
-                cell["paired"] = paired_test(ref_values, values) if values and ref_values else None
+            for name, other in (("paired", ref if row["reference"] else None),
+                                ("vs_base", base if base is not None and run is not base else None)):
+                other_values = other.per_question.get(task, {}).get(key, {}) if other is not None else {}
+                cell[name] = paired_test(other_values, values) if values and other_values else None
             row["tasks"][task] = cell
         # the average is over each task's own mode; other modes are variants of the same questions
         plain = [c["value"] for t, c in row["tasks"].items() if MODE_SEPARATOR not in t]
@@ -97,12 +110,21 @@ def summarize(runs: list[RunResult]) -> list[dict]:
     return out
 
 
+def metric_label(cell: dict) -> str:
+    """``exact_match``, or ``exact_match (flexible)`` under a named filter."""
+    return cell["metric"] if cell.get("filter", NO_FILTER) == NO_FILTER else f"{cell['metric']} ({cell['filter']})"
+
+
+def _paired(test: dict | None) -> str:
+    return f"{test['diff']:+.3f} (p={test['p']:.2g})" if test else ""
+
+
 def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
     tasks = list(dict.fromkeys(t for row in summary for t in row["tasks"]))
     headers = ["Recipe", "Budget", "Student"]
     for task in tasks:
-        metric = next(row["tasks"][task]["metric"] for row in summary if task in row["tasks"])
-        headers += [f"{task} {metric} ↑", "95% CI", "no answer ↓", "Δ vs first (p)", "gen tok"]
+        label = next(metric_label(row["tasks"][task]) for row in summary if task in row["tasks"])
+        headers += [f"{task} {label} ↑", "95% CI", "no answer ↓", "Δ vs base (p)", "Δ vs first (p)", "gen tok"]
     if len(tasks) > 1:
         headers.append("Average ↑")
     headers += ["Train tok", "Teacher tok", "Wall s"]
@@ -117,14 +139,14 @@ def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
         for task in tasks:
             c = row["tasks"].get(task)
             if c is None:
-                line += ["", "", "", "", ""]
+                line += ["", "", "", "", "", ""]
                 continue
-            paired = c.get("paired")
             line += [
                 f"{_num(c['value'])} ± {_num(c['stderr'])}",
                 f"[{_num(c['ci'][0], 3)}, {_num(c['ci'][1], 3)}]" if c["ci"] else "N/A",
                 _num(c["no_answer"], 3),
-                f"{paired['diff']:+.3f} (p={paired['p']:.2g})" if paired else ("ref" if row["recipe"] != BASE else ""),
+                _paired(c.get("vs_base")) or ("ref" if row["recipe"] == BASE else ""),
+                _paired(c.get("paired")) or ("ref" if row["recipe"] != BASE else ""),
                 _tokens(c.get("gen_tokens")),
             ]
         if len(tasks) > 1:
@@ -156,7 +178,7 @@ def mode_rows(summary: list[dict]) -> list[list[str]]:
         cells = sorted(((c["base"], c["mode"], c) for c in row["tasks"].values() if c["base"] in moded),
                        key=lambda x: (x[0], x[1] != "think", x[1]))
         for base, mode, c in cells:
-            out.append([row["recipe"], str(row["budget"]), base, mode, c["metric"],
+            out.append([row["recipe"], str(row["budget"]), base, mode, metric_label(c),
                         f"{_num(c['value'])} ± {_num(c['stderr'])}",
                         f"[{_num(c['ci'][0], 3)}, {_num(c['ci'][1], 3)}]" if c["ci"] else "N/A",
                         _num(c["no_answer"], 3), _tokens(c.get("gen_tokens"))])
@@ -169,7 +191,7 @@ DETAIL_HEADERS = ["Recipe", "Budget", "Tasks", "Filter", "Metric", "", "Value", 
 def detail_rows(runs: list[RunResult]) -> list[list[str]]:
     out = []
     for run in runs:
-        for r in sorted(run.results, key=lambda r: (r["task"], r["metric"])):
+        for r in sorted(run.results, key=lambda r: (r["task"], r["metric"], r.get("filter") or "")):
             out.append([run.recipe, str(run.budget), r["task"], r.get("filter", ""), r["metric"],
                         "↑" if r.get("higher_is_better", True) else "↓", _num(r["value"]), "±",
                         _num(r.get("stderr")), str(r.get("n", ""))])
@@ -202,9 +224,9 @@ def markdown(runs: list[RunResult], meta: dict, figures: list[str]) -> str:
                   _markdown_table(MODE_HEADERS, modes)]
     parts += [f"![{Path(f).stem}]({Path(f).name})\n" for f in figures]
     parts += ["## Every metric (lm-eval's table shape)\n", _markdown_table(DETAIL_HEADERS, detail_rows(runs))]
-    parts += ["## Provenance\n", _markdown_table(["Recipe", "Budget", "trace set", "checkpoint", "chat template"],
-              [[r.recipe, str(r.budget), r.provenance.get("selection", "")[:12], r.provenance.get("checkpoint", "")[:12],
-                r.provenance.get("chat_template_sha", "")[:12]] for r in runs])]
+    parts += ["## Provenance\n", _markdown_table(["Recipe", "Budget", "pool", "trace set", "checkpoint", "chat template"],
+              [[r.recipe, str(r.budget), r.provenance.get("pool_summary", ""), r.provenance.get("selection", "")[:12],
+                r.provenance.get("checkpoint", "")[:12], r.provenance.get("chat_template_sha", "")[:12]] for r in runs])]
     if meta.get("versions"):
         parts.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())) + "\n")
     return "\n".join(parts)
@@ -218,17 +240,20 @@ def notes(meta: dict) -> list[str]:
     if meta.get("wall_s") is not None:
         out.append(f"Wall time of this invocation: {meta['wall_s']:.0f} s. `Wall s` is each row's own compute "
                    "time (its teacher, annotation, selection, training and evaluation stages), cached or not.\n")
-    out.append("Value ± standard error (lm-eval's); 95% CI: percentile bootstrap over questions; Δ vs first: "
-               "difference to the first recipe at the same budget on the same questions, with the p-value of "
-               "an exact McNemar test (binary scores) or a paired permutation test; `no answer`: share of "
-               "responses with no extractable answer (counted wrong); `gen tok`: mean generated tokens per question "
-               "(over its samples); `GPU-h`: wall time x GPUs of the row's stages that ran on GPUs (— on CPU).\n")
+    out.append("Value ± standard error (lm-eval's); 95% CI: percentile bootstrap over questions; Δ vs base, Δ vs "
+               "first: difference to the untrained student, and to the first recipe at the same budget, on the same "
+               "questions, with the p-value of an exact McNemar test (binary scores) or a paired permutation test; "
+               "`no answer`: share of responses with no extractable answer under the same reading (counted wrong); "
+               "`gen tok`: mean generated tokens per question (over its samples); `GPU-h`: wall time x GPUs of the "
+               "row's stages that ran on GPUs (— on CPU).\n")
+    for task, note in meta.get("headlines", {}).items():
+        out.append(f"Headline `{task}`: {note}.\n")
     return out
 
 
 def write(runs: list[RunResult], folder: Path, title: str, meta: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"title": title, "created": time.strftime("%Y-%m-%d %H:%M:%S"), **meta}
+    meta = {"title": title, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "headlines": headline_notes(runs), **meta}
     (folder / "leaderboard.json").write_text(json.dumps({**meta, "runs": [asdict(r) for r in runs]}, indent=2,
                                                         default=str))
     summary = summarize(runs)

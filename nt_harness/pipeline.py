@@ -20,7 +20,7 @@ from nt_harness.components import Component, Context
 from nt_harness.models import ModelResolver
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.records import EXAMPLES, QUESTIONS, SELECTION, TRACES, conform
+from nt_harness.records import EXAMPLES, QUESTIONS, SELECTION, TRACES, conform, metric_key
 from nt_harness.recipes import SpecError
 from nt_harness.store import Entry, Store, write_table
 
@@ -102,14 +102,18 @@ def build_examples(pool: pa.Table, selection: pa.Table, mixing: dict | None = No
 
 
 def per_question_values(samples: pa.Table) -> dict:
-    """task -> metric -> {question_id: value} from a benchmark's samples table (numeric columns)."""
+    """task -> metric -> {question_id: value} from a benchmark's samples table (numeric columns); a sample row
+    under a named filter (column ``filter``) gives its metrics as ``metric,filter`` (records.metric_key)."""
     out: dict = {}
     numeric = [f.name for f in samples.schema
                if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)) and f.name != "doc_id"]
-    for task in set(samples.column("task").to_pylist()):
-        rows = samples.filter(pc.equal(samples.column("task"), task))
+    filters = samples.column("filter").to_pylist() if "filter" in samples.column_names else [None] * samples.num_rows
+    tasks = samples.column("task").to_pylist()
+    for task, filter_ in dict.fromkeys(zip(tasks, filters)):
+        rows = samples.filter(pa.array([t == task and f == filter_ for t, f in zip(tasks, filters)]))
         qids = rows.column("question_id").to_pylist()
-        out[task] = {m: dict(zip(qids, rows.column(m).to_pylist())) for m in numeric}
+        out.setdefault(task, {}).update(
+            {metric_key(m, filter_): dict(zip(qids, rows.column(m).to_pylist())) for m in numeric})
     return out
 
 
@@ -328,7 +332,10 @@ class Pipeline:
         partial.stages["evaluate"] = [e.key for e in evals]
         partial.results = results
         partial.cost = self.cost([pool, *ann_entries, chosen, trained, *evals])
+        # an annotator's one-line `summary` stat (e.g. verify: the share of fully correct traces) describes the pool
+        summaries = [e.manifest.get("stats", {}).get("summary") for e in ann_entries]
         partial.provenance = {"pool": pool.key, "selection": chosen.key, "checkpoint": trained.key,
+                              "pool_summary": "; ".join(s for s in summaries if s),
                               **trained.manifest.get("stats", {}).get("provenance", {})}
         return partial
 

@@ -57,7 +57,14 @@ EXAMPLES = pa.schema(
     ]
 )
 
-RESULT_FIELDS = ("benchmark", "task", "metric", "filter", "value", "stderr", "n", "higher_is_better")
+# headline: on the one (metric, filter) a task declares its headline number, why (a sentence); else None
+RESULT_FIELDS = ("benchmark", "task", "metric", "filter", "value", "stderr", "n", "higher_is_better", "headline")
+NO_FILTER = "none"  # lm-eval's name for a task's only, unnamed filter
+
+
+def metric_key(metric: str, filter_: str | None) -> str:
+    """A per-question metric's name: ``metric`` alone under no filter, else lm-eval's ``metric,filter``."""
+    return metric if filter_ in (None, "", NO_FILTER) else f"{metric},{filter_}"
 
 
 def question_id(source: str, text: str) -> str:

@@ -66,6 +66,43 @@ def test_summary_files_and_rerender(tmp_path):
     assert (folder / "leaderboard.md").read_text() == before
 
 
+def filtered(recipe, budget, strict, flexible):
+    """A run of task t read two ways, lm-eval style: filters strict and flexible, the task declaring the second
+    its headline."""
+    qids = [f"q{i}" for i in range(len(strict))]
+    results, per_question = [], {"t": {"response_tokens": dict.fromkeys(qids, 10)}}
+    for name, correct in (("strict", strict), ("flexible", flexible)):
+        for metric, values in (("exact_match", correct), ("no_answer", [0.0] * len(correct))):
+            results.append({"benchmark": "b", "task": "t", "metric": metric, "filter": name,
+                            "value": sum(values) / len(values), "stderr": 0.05, "n": len(values),
+                            "higher_is_better": metric != "no_answer",
+                            "headline": "the flexible reading" if (metric, name) == ("exact_match", "flexible") else None})
+            per_question["t"][f"{metric},{name}"] = dict(zip(qids, values))
+    return RunResult(recipe=recipe, budget=budget, student="s", results=results,
+                     cost={"train_tokens": 1, "teacher_tokens": 1, "wall_s": 1.0}, per_question=per_question)
+
+
+def test_the_headline_is_the_metric_and_filter_the_task_declares_with_a_paired_test_against_base(tmp_path):
+    runs = [filtered(leaderboard.BASE, 0, [0.0] * 20, [1.0] * 4 + [0.0] * 16),
+            filtered("a", 16, [1.0] * 2 + [0.0] * 18, [1.0] * 14 + [0.0] * 6),
+            filtered("b", 16, [1.0] * 20, [1.0] * 5 + [0.0] * 15)]
+    summary = leaderboard.summarize(runs)
+    assert [row["tasks"]["t"]["value"] for row in summary] == [0.2, 0.7, 0.25]  # flexible, not strict
+    a, b = summary[1]["tasks"]["t"], summary[2]["tasks"]["t"]
+    assert a["vs_base"]["diff"] == pytest.approx(0.5) and a["vs_base"]["p"] < 0.01  # 10 discordant, all one way
+    assert b["paired"]["diff"] == pytest.approx(-0.45)  # against the first recipe, a
+    headers, body = leaderboard.summary_table(summary)
+    assert "t exact_match (flexible) ↑" in headers
+    base_col, first_col = headers.index("Δ vs base (p)"), headers.index("Δ vs first (p)")
+    assert [line[base_col] for line in body] == ["ref", "+0.500 (p=0.002)", "+0.050 (p=1)"]
+    assert [line[first_col] for line in body] == ["", "ref", "-0.450 (p=0.0039)"]  # 9 discordant
+    md = (leaderboard.write(runs, tmp_path / "lb", "filters", {}) / "leaderboard.md").read_text()
+    assert "Headline `t`: the flexible reading." in md
+    details = [line for line in leaderboard.detail_rows(runs) if line[0] == "a"]
+    assert [(line[3], line[4]) for line in details] == [("flexible", "exact_match"), ("strict", "exact_match"),
+                                                        ("flexible", "no_answer"), ("strict", "no_answer")]
+
+
 def _entry(tmp_path, stage, wall_s, **stats):
     from nt_harness.store import Entry
 

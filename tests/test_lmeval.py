@@ -33,9 +33,14 @@ def test_task_loads_in_lmeval_from_any_cwd(tmp_path, monkeypatch):
     assert task.config.generation_kwargs["do_sample"] is False
 
 
-def _doc(family="lcm"):
+def _doc(family="basic_arithmetic"):
     rows = [json.loads(line) for line in (tasks_dir() / "gym_heldout" / "gym_heldout.jsonl").read_text().splitlines()]
     return next(r for r in rows if r["dataset"] == family)
+
+
+def _scored(utils, doc, responses: list[str], reading: str) -> dict:
+    """What lm-eval does with one doc's responses: the filter, then process_results on its output."""
+    return utils.process_results(doc, getattr(utils, reading)([responses], [doc]))
 
 
 def test_process_results_on_hand_written_responses(utils):
@@ -43,13 +48,20 @@ def test_process_results_on_hand_written_responses(utils):
     ref = doc["answer"]
     right = {"exact_match": 1.0, "score": 1.0, "no_answer": 0.0}
     missing = {"exact_match": 0.0, "score": 0.0, "no_answer": 1.0}
-    assert utils.process_results(doc, [f"<think>\nmultiples...\n</think>\n<answer>{ref}</answer>"]) == right
-    assert utils.process_results(doc, [f"<answer>{ref}</answer>"]) == right
-    assert utils.process_results(doc, ["<answer>none</answer>"]) == {"exact_match": 0.0, "score": 0.0, "no_answer": 0.0}
-    assert utils.process_results(doc, [f"<think>\nit is <answer>{ref}</answer> I guess, but"]) == missing
-    assert utils.process_results(doc, ["   \n"]) == missing
-    partial = utils.process_results(doc, [f"<answer>The answer is {ref}.</answer>"])  # reasoning-gym's partial credit
+    for reading in ("strict", "flexible"):
+        assert _scored(utils, doc, [f"<think>\nmultiples...\n</think>\n<answer>{ref}</answer>"], reading) == right
+        assert _scored(utils, doc, [f"<answer>{ref}"], reading) == right  # lm-eval cut the stop string off
+        assert _scored(utils, doc, [f"<think>\nit is <answer>{ref}</answer> I guess, but"], reading) == missing
+        assert _scored(utils, doc, ["   \n"], reading) == missing
+    wrong = {"exact_match": 0.0, "score": 0.0, "no_answer": 0.0}
+    assert _scored(utils, doc, ["<answer>none</answer>"], "strict") == wrong
+    assert _scored(utils, doc, ["<answer>none</answer>"], "flexible") == missing  # nothing integer-shaped
+    in_words = f"<answer>The answer is {ref}.</answer>"
+    partial = _scored(utils, doc, [in_words], "strict")  # reasoning-gym's partial credit
     assert partial["exact_match"] == 0.0 and 0.0 < partial["score"] < 1.0
+    assert _scored(utils, doc, [in_words], "flexible") == right
+    assert _scored(utils, doc, [f"So it is {ref}."], "strict") == missing
+    assert _scored(utils, doc, [f"So it is {ref}."], "flexible") == right
 
 
 def test_benchmark_runs_a_tiny_model(tiny_llama, tmp_path):  # tiny_llama: tests/conftest.py
@@ -57,14 +69,19 @@ def test_benchmark_runs_a_tiny_model(tiny_llama, tmp_path):  # tiny_llama: tests
                   progress=Progress(disable=True))
     ctx.out.mkdir()
     rows = LMEvalBenchmark(limit=4, max_gen_toks=16).evaluate(tiny_llama, ctx)
-    assert {(r["task"], r["metric"]) for r in rows} == {("gym_heldout", m) for m in ("exact_match", "score", "no_answer")}
+    assert {(r["task"], r["metric"], r["filter"]) for r in rows} == {
+        ("gym_heldout", m, f) for m in ("exact_match", "score", "no_answer") for f in ("strict", "flexible")}
     for r in rows:
         assert tuple(r) == RESULT_FIELDS
         assert r["n"] == 4 and r["benchmark"] == "lmeval" and 0.0 <= r["value"] <= 1.0
     assert {r["metric"]: r["higher_is_better"] for r in rows} == {"exact_match": True, "score": True, "no_answer": False}
+    headline = [(r["metric"], r["filter"]) for r in rows if r["headline"]]
+    assert headline == [("exact_match", "flexible")]  # the task's YAML declares it, with a sentence saying why
+    assert all("flexible" in r["headline"] for r in rows if r["headline"])
     samples = pq.read_table(ctx.out / "samples.parquet")
-    assert samples.num_rows == 4
-    assert samples.column("doc_id").to_pylist() == [0, 1, 2, 3]
+    assert samples.num_rows == 8  # 4 questions, each read two ways
+    assert samples.column("doc_id").to_pylist() == [0, 1, 2, 3] * 2
+    assert samples.column("filter").to_pylist() == ["strict"] * 4 + ["flexible"] * 4
     assert set(samples.column("question_id").to_pylist()) <= heldout_ids()
     assert all(0 < t <= 16 for t in samples.column("response_tokens").to_pylist())
     assert list((ctx.out / "lm_eval").rglob("samples_gym_heldout_*.jsonl"))
@@ -74,10 +91,10 @@ def test_benchmark_runs_a_tiny_model(tiny_llama, tmp_path):  # tiny_llama: tests
 def test_process_results_averages_over_repeats(utils):
     doc = _doc()
     ref = doc["answer"]
-    # keep_all hands process_results every repeat of the doc as one list
-    got = utils.process_results(doc, [[f"<answer>{ref}</answer>", "<answer>none</answer>", "<think>\ncut off"]])
+    # the filters hand process_results every repeat of the doc as one list
+    got = _scored(utils, doc, [f"<answer>{ref}</answer>", "<answer>none</answer>", "<think>\ncut off"], "strict")
     assert got["exact_match"] == pytest.approx(1 / 3) and got["no_answer"] == pytest.approx(1 / 3)
-    assert utils.keep_all([["a", "b"]], [doc]) == [["a", "b"]]
+    assert utils.strict([["<answer>a", "<answer>b"]], [doc]) == [["a", "b"]]
 
 
 def test_mode_settings_are_checked():
@@ -142,7 +159,7 @@ def test_modes_and_sampled_repeats_on_a_tiny_model(tiny_llama, tmp_path):
     rows = bench.evaluate(tiny_llama, ctx)
     assert {(r["task"], r["metric"]) for r in rows} == {
         (t, m) for t in ("gym_heldout", "gym_heldout@no-think") for m in ("exact_match", "score", "no_answer")}
-    samples = pq.read_table(ctx.out / "samples.parquet").to_pylist()
+    samples = [s for s in pq.read_table(ctx.out / "samples.parquet").to_pylist() if s["filter"] == "strict"]
     assert len(samples) == 6
     assert {(s["task"], s["mode"]) for s in samples} == {("gym_heldout", "think"), ("gym_heldout@no-think", "no-think")}
     for task in ("gym_heldout", "gym_heldout@no-think"):
@@ -153,10 +170,10 @@ def test_modes_and_sampled_repeats_on_a_tiny_model(tiny_llama, tmp_path):
     for task in ("gym_heldout", "gym_heldout@no-think"):
         [jsonl] = list((ctx.out / "lm_eval").rglob(f"samples_{task}_*.jsonl"))
         logged = [json.loads(line) for line in jsonl.read_text().splitlines()]
-        assert len(logged) == 3
+        assert len(logged) == 6  # 3 questions, each read two ways (filters strict and flexible)
         for item in logged:
             first, second = item["resps"][0]
-            assert first != second  # distinct samples, both scored (keep_all)
+            assert first != second  # distinct samples, both scored (the filters keep every repeat)
             assert item["no_answer"] in (0.0, 0.5, 1.0)
         prompt = logged[0]["arguments"]["gen_args_0"]["arg_0"]
         assert prompt.endswith("<think>\n\n</think>\n") == (task == "gym_heldout@no-think")
@@ -174,14 +191,16 @@ def test_no_think_on_a_chat_completions_server(tiny_llama, tmp_path, smollm2_ser
                             served_model="smollm2", modes=["no-think"], greedy=True, max_gen_toks=16, limit=2)
     bench.evaluate(tiny_llama, ctx)  # tiny_llama: a folder with SmolLM2's tokenizer, for token counts
     [jsonl] = list((ctx.out / "lm_eval").rglob("samples_gym_heldout@no-think_*.jsonl"))
-    responses = [json.loads(line)["resps"][0][0] for line in jsonl.read_text().splitlines()]
+    responses = [json.loads(line)["resps"][0][0] for line in jsonl.read_text().splitlines()
+                 if json.loads(line)["filter"] == "strict"]
     prefill = bench.settings.no_think_prefill
     assert len(responses) == 2 and all(r.startswith(prefill) and r[len(prefill):].strip() for r in responses)
     assert "<think>" not in "".join(r[len(prefill):] for r in responses)  # continued, not a new turn
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    tokens = pq.read_table(ctx.out / "samples.parquet").column("response_tokens").to_pylist()
+    samples = pq.read_table(ctx.out / "samples.parquet").to_pylist()
+    tokens = [r["response_tokens"] for r in samples if r["filter"] == "strict"]
     assert tokens == [len(tokenizer(r[len(prefill):], add_special_tokens=False).input_ids) for r in responses]
 
 

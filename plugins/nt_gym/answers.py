@@ -1,7 +1,15 @@
-"""Final-answer extraction and scoring for gym questions.
+"""Final-answer extraction and scoring for gym questions, two ways, as lm-eval's gsm8k reads two ways:
 
-tasks/gym_heldout/utils.py carries a copy of extract_answer (lm-eval imports that file by path and must
-not depend on nt-harness); tests/test_gym.py checks the two agree.
+strict    the content of the last ``<answer>`` tag after the thinking (its ``</answer>`` may be missing at
+          the very end: generation stops at it and lm-eval cuts the stop string off). No tag, no answer.
+flexible  the last stretch of the text that has the shape of the family's answers (an integer for integer
+          families, True/False, Yes/No, one of a few words: ``families.ANSWER_SHAPES``), looked for in the tag's
+          content, and where that holds none in everything after the thinking; for a family with no shape, the
+          strict answer, else the last non-empty line. So ``<answer>The output of the circuit is 0.`` reads
+          ``0``, as reasoning-gym's scorer wants it.
+
+Both: thinking that opened and never closed was cut off, so there is no answer. The teacher's traces are
+verified strictly (a training example must carry its answer in the tag); the held-out task reports both.
 """
 
 from __future__ import annotations
@@ -12,30 +20,56 @@ from functools import lru_cache
 
 from reasoning_gym.factory import get_score_answer_fn
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+from nt_gym.families import ANSWER_SHAPES
+
+_OPEN, _CLOSE = "<answer>", "</answer>"
 
 
-def extract_answer(text: str | None) -> str | None:
-    """The content of the last <answer>…</answer> after any thinking; None when there is no answer.
-
-    Thinking that opened and never closed was cut off, so there is no answer. Without a closed tag, the
-    text after a trailing unclosed <answer> counts, else the last non-empty line.
-    """
+def after_thinking(text: str | None) -> str | None:
+    """The text after ``</think>``; None when thinking opened and never closed (cut off)."""
     if not text:
         return None
     if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    elif "<think>" in text:
+        return text.rsplit("</think>", 1)[1]
+    return None if "<think>" in text else text
+
+
+def strict_answer(text: str | None) -> str | None:
+    """The last ``<answer>`` tag's content (closed, or running to the end of the text); None without one."""
+    rest = after_thinking(text)
+    if rest is None or _OPEN not in rest:
         return None
-    tagged = _ANSWER.findall(text)
-    if tagged:
-        return tagged[-1].strip()
-    if "<answer>" in text:
-        tail = text.rsplit("<answer>", 1)[1].strip()
-        if tail:
-            return tail
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else None
+    content = rest.rsplit(_OPEN, 1)[1].split(_CLOSE, 1)[0].strip()
+    return content or None
+
+
+def flexible_answer(family: str, text: str | None) -> str | None:
+    """The last match of the family's answer shape in the tag's content (else after the thinking)."""
+    rest = after_thinking(text)
+    if rest is None:
+        return None
+    strict = strict_answer(text)
+    shape = ANSWER_SHAPES.get(family)
+    if shape is None:
+        if strict is not None:
+            return strict
+        lines = [line.strip() for line in rest.splitlines() if line.strip()]
+        return lines[-1] if lines else None
+    found = (strict is not None and _pattern(shape).findall(strict)) or _pattern(shape).findall(rest)
+    if not found:
+        return None
+    return found[-1] if isinstance(shape, str) else {w.lower(): w for w in shape}[found[-1].lower()]
+
+
+@lru_cache(maxsize=None)
+def _pattern(shape: str | tuple[str, ...]) -> re.Pattern:
+    if isinstance(shape, str):
+        return re.compile(shape)
+    words = sorted(shape, key=len, reverse=True)  # mother-in-law before mother
+    return re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, words)) + r")(?![\w-])", re.IGNORECASE)
+
+
+extract_answer = strict_answer  # how the pool's traces are verified
 
 
 @lru_cache(maxsize=None)
@@ -43,14 +77,20 @@ def _scorer(family: str):
     return get_score_answer_fn(family)
 
 
-def score(metadata: str, text: str | None) -> float:
-    """reasoning-gym's own score_answer on the extracted answer, clipped to [0, 1]; 0 without an answer."""
-    meta = json.loads(metadata)
-    answer = extract_answer(text)
+def score_answer(metadata: str, answer: str | None) -> float:
+    """reasoning-gym's own score_answer on an extracted answer, clipped to [0, 1]; 0 without an answer."""
     if answer is None:
         return 0.0
+    meta = json.loads(metadata)
     try:
         value = float(_scorer(meta["dataset"])(answer, meta["entry"]))
     except Exception:  # noqa: BLE001 - a malformed answer can break a family's parser; it is simply wrong
         return 0.0
     return min(1.0, max(0.0, value))
+
+
+def score(metadata: str, text: str | None, reading: str = "strict") -> float:
+    """A response scored on its strict or its flexible answer."""
+    if reading == "strict":
+        return score_answer(metadata, strict_answer(text))
+    return score_answer(metadata, flexible_answer(json.loads(metadata)["dataset"], text))

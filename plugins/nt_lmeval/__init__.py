@@ -25,10 +25,12 @@ from pydantic import Field, field_validator
 
 import nt_harness
 from nt_harness.components import Benchmark, Settings
+from nt_harness.models import cpu_dtype
 
 SAMPLES = pa.schema(
     [
         ("task", pa.string()),
+        ("filter", pa.string()),  # lm-eval's filter: one row per question and filter
         ("doc_id", pa.int64()),
         ("question_id", pa.string()),
         ("exact_match", pa.float64()),
@@ -216,7 +218,8 @@ class LMEvalBenchmark(Benchmark):
                     "seed": s.seed}
         else:
             device = self.device()["device"]
-            args = {"pretrained": model, "dtype": "bfloat16" if device == "cuda" else "float32", "device": device,
+            # bf16 where the CPU computes it natively (nt_harness.models.cpu_dtype)
+            args = {"pretrained": model, "dtype": "bfloat16" if device == "cuda" else cpu_dtype(), "device": device,
                     "max_length": s.max_length}
         return {**args, **s.model_args}
 
@@ -278,11 +281,13 @@ class LMEvalBenchmark(Benchmark):
 
     @staticmethod
     def result_rows(out: dict) -> list[dict]:
-        """One row per (task or group, metric, filter), from lm-eval's results dict."""
+        """One row per (task or group, metric, filter), from lm-eval's results dict. A task names its headline
+        ``metric,filter`` and why in its YAML metadata (``headline``, ``headline_note``)."""
         rows = []
         for task, metrics in {**out["results"], **out.get("groups", {})}.items():
             n = out.get("n-samples", {}).get(task, {}).get("effective")
             better = out.get("higher_is_better", {}).get(task, {})
+            declared = (out.get("configs", {}).get(task, {}).get("metadata") or {})
             for key, value in metrics.items():
                 if "," not in key or "_stderr," in key:
                     continue
@@ -297,6 +302,8 @@ class LMEvalBenchmark(Benchmark):
                     "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
                     "n": n,
                     "higher_is_better": better.get(metric),
+                    "headline": (declared.get("headline_note") or "the task's headline number")
+                    if declared.get("headline") == key else None,
                 })
         return rows
 
@@ -320,6 +327,7 @@ class LMEvalBenchmark(Benchmark):
                 doc = item["doc"]
                 rows.append({
                     "task": task,
+                    "filter": item.get("filter", "none"),
                     "doc_id": int(item["doc_id"]),
                     # tasks whose docs carry no question_id fall back to lm-eval's hash of the doc
                     "question_id": doc.get("question_id") or item.get("doc_hash"),

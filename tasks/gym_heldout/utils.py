@@ -1,12 +1,12 @@
-"""Data loading and scoring for gym_heldout (lm-eval imports this file by path). Answers are extracted
-and graded exactly as the gym source grades teacher traces: nt_gym.answers."""
+"""Data loading and scoring for gym_heldout (lm-eval imports this file by path). Answers are read two ways
+(filters `strict` and `flexible`) and graded exactly as the gym source grades teacher traces: nt_gym.answers."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from nt_gym.answers import extract_answer, score
+from nt_gym.answers import flexible_answer, score_answer, strict_answer
 
 
 def load_heldout(data_files: dict, **_unused):
@@ -22,13 +22,18 @@ def load_heldout(data_files: dict, **_unused):
     return datasets.DatasetDict(splits)
 
 
-def keep_all(resps, docs):
-    """lm-eval filter that keeps every repeat of a doc (with `repeats` > 1 the score averages them)."""
-    return resps
+def strict(resps, docs):
+    """lm-eval filter: each response's <answer> tag content (None: no answer); every repeat is kept."""
+    return [[strict_answer(r) for r in rs] for rs in resps]
 
 
-def _responses(results: list) -> list[str]:
-    """A doc's sampled responses: `keep_all` passes lm-eval's repeats as one list."""
+def flexible(resps, docs):
+    """lm-eval filter: each response's last answer-shaped stretch for its family (None: no answer)."""
+    return [[flexible_answer(doc["dataset"], r) for r in rs] for rs, doc in zip(resps, docs)]
+
+
+def _answers(results: list) -> list:
+    """A doc's extracted answers: the filters pass lm-eval's repeats as one list."""
     first = results[0]
     return list(first) if isinstance(first, (list, tuple)) else [first]
 
@@ -37,14 +42,8 @@ def process_results(doc: dict, results: list) -> dict:
     """Means over the doc's samples (one unless `repeats` is set): exact_match counts only a fully right
     answer; score keeps reasoning-gym's partial credit; no_answer counts samples with none."""
     entry = json.dumps({"dataset": doc["dataset"], "entry": json.loads(doc["entry"])})
-    samples = _responses(results)
-    exact = partial = missing = 0.0
-    for response in samples:
-        if extract_answer(response) is None:
-            missing += 1
-            continue
-        value = score(entry, response)
-        exact += float(value >= 1.0)
-        partial += value
-    n = len(samples)
-    return {"exact_match": exact / n, "score": partial / n, "no_answer": missing / n}
+    answers = _answers(results)
+    values = [score_answer(entry, a) for a in answers]
+    n = len(answers)
+    return {"exact_match": sum(v >= 1.0 for v in values) / n, "score": sum(values) / n,
+            "no_answer": sum(a is None for a in answers) / n}
