@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -136,13 +137,37 @@ def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, bas
     return runs, specs
 
 
+def published_args(argv: list[str]) -> list[str]:
+    """The command line as a leaderboard shows it: where the store and results went is this machine's business
+    (--workdir, --results left out), and a path is shown relative to the current folder, or by its name."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        option = arg.split("=", 1)[0]
+        if option in ("--workdir", "--results"):
+            skip = "=" not in arg
+            continue
+        out.append(re.sub(r"(?<![\w.])/[^\s,;'\"=]+", _relative, arg))
+    return out
+
+
+def _relative(match: re.Match) -> str:
+    path = Path(match.group(0))
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return path.name
+
+
 def _publish(runs, specs, opts, name, started):
     title = "nt-harness leaderboard: " + ", ".join(dict.fromkeys(r.name for r, _, _ in specs))
     meta = {
         "profile": opts["profile"],
         "budget_mode": "native (each recipe's own size)" if opts.get("native_budget") else "equal",
         "seed": specs[0][2].get("seed", 0),
-        "command": "nt-harness " + shlex.join(sys.argv[1:]),
+        "command": "nt-harness " + shlex.join(published_args(sys.argv[1:])),
         "wall_s": time.time() - started,
         "versions": library_versions(),
     }

@@ -85,6 +85,11 @@ class Source(Component):
         """Grade ``answers[i]`` against question row i; None when this source has no verifier."""
         return [None] * len(answers)
 
+    def final_answers(self, questions: pa.Table, responses: list[str]) -> list[str | None]:
+        """The final answer of each free-form response to question row i, read as this source's answers look
+        (a teacher that writes no answer tags uses it); None where there is none or the source cannot say."""
+        return [None] * len(responses)
+
 
 class Teacher(Component):
     """Turns questions into traces (schema ``records.TRACES``), n per question."""

@@ -15,8 +15,8 @@ from nt_gym.heldout import MAX_SOURCE_SEED, RESERVED_SEED_START, heldout_ids, tr
 from nt_harness.records import QUESTIONS, question_id
 
 
-def test_default_families_cover_eight_families_in_four_categories():
-    assert len(DEFAULT_FAMILIES) >= 8
+def test_default_families_cover_six_families_in_four_categories():
+    assert len(DEFAULT_FAMILIES) >= 6
     assert len({category(f) for f in DEFAULT_FAMILIES}) >= 4
 
 
@@ -67,13 +67,13 @@ def test_verifier_on_hand_made_answers(ctx):
         three = table.take([i] * 3)
         right = [
             f"Working it out.\n<answer>{ref}</answer>",
-            f"First I think.\n{ref}",  # no tag: the last non-empty line counts
+            f"Working it out.\n<answer>{ref}",  # generation stopped at </answer>, which is cut off
             f"<think>\nMaybe <answer>wrong guess</answer>?\n</think>\nSo:\n<answer>{ref}</answer>",
         ]
         wrong = [
             "<answer>none</answer>",
             f"<think>\nthe answer is <answer>{ref}</answer> but I ran out of tokens",  # thinking cut off
-            "",
+            f"First I think.\n{ref}",  # strict: no tag, no answer
         ]
         assert source.score(three, right) == [1.0] * 3, (table.column("metadata")[i], right)
         assert source.score(three, wrong) == [0.0] * 3, (table.column("metadata")[i], wrong)
@@ -96,10 +96,10 @@ def test_pools_never_contain_heldout_questions(ctx):
 
 
 def test_heldout_collisions_are_dropped_and_counted(ctx):
-    # easy LCM draws from pairs of 1..20, so a large pool meets held-out questions by chance
-    table = GymSource(families=["lcm"], per_family=150).load(ctx)
+    # tiny additions are sums of two digits, so a large pool meets held-out questions by chance
+    table = GymSource(families=["basic_arithmetic"], per_family=60).load(ctx)
     assert ctx.stats["dropped_heldout"] > 0
-    assert table.num_rows == 150
+    assert table.num_rows == 60
     assert heldout_ids().isdisjoint(table.column("question_id").to_pylist())
 
 
@@ -109,3 +109,43 @@ def test_heldout_ids_match_the_committed_task_data():
     assert rows == heldout_rows(), "tasks/gym_heldout is stale: run python -m nt_gym.build_tasks"
     for r in rows:
         assert r["question_id"] == question_id("gym", r["question"])
+
+
+# Responses SmolLM2-135M-Instruct wrote (embedded teacher and trained students), with the family's reference.
+REAL = [
+    # a trained student looping to the token cap: right in words, not the bare value the verifier wants
+    ("circuit_logic", "0", "<answer>\n\nThe output of the logic circuit is 0.\n\n<answer>\n\nThe output of the logic "
+                           "circuit is 0.\n\n<answer>\n\nThe output of the", "The output of the", "0"),
+    ("chain_sum", "15", "7 + 8 = 15", None, "15"),
+    ("chain_sum", "15", "The final answer is 20.", None, "20"),
+    ("course_schedule", "True", "<answer>\nTrue\n\nExample usage:\n\nassert canFinishAllCoaches([0, 2, 1",
+     "True\n\nExample usage:\n\nassert canFinishAllCoaches([0, 2, 1", "True"),
+    ("course_schedule", "False", "<answer>False.", "False.", "False"),
+    ("aiw", "4", "Sarah has 2 male friends, and 3 female friends, so she has 2 + 3 = 6 female friends.", None, "6"),
+    ("lcm", "24", "<think>\nmultiples of 6: 6, 12, 18, 24\n</think>\n<answer>The LCM is 24", "The LCM is 24", "24"),
+    ("syllogism", "No", "<think>\nAll cats are dogs? No, so I would say yes", None, None),  # thinking cut off
+    ("mahjong_puzzle", "Peng", "I think the result is peng.", None, "Peng"),
+]
+
+
+@pytest.mark.parametrize("family, ref, response, strict, flexible", REAL)
+def test_strict_and_flexible_readings_of_real_responses(family, ref, response, strict, flexible):
+    from nt_gym.answers import flexible_answer, score_answer, strict_answer
+
+    assert strict_answer(response) == strict
+    assert flexible_answer(family, response) == flexible
+    entry = next(item for _, _, item in draw(family, "easy", range(0, 10**4), 200, frozenset(), {})
+                 if str(item["answer"]) == ref)
+    meta = json.dumps({"dataset": family, "entry": entry}, default=str)
+    if flexible == ref:  # a right answer is scored right
+        assert score_answer(meta, flexible) == 1.0
+    if strict is not None and strict != ref:
+        assert score_answer(meta, strict) < 1.0
+
+
+def test_every_default_family_has_an_answer_shape_that_reads_its_own_references(ctx):
+    from nt_gym.answers import flexible_answer
+
+    for row in GymSource(per_family=3).load(ctx).to_pylist():
+        family = json.loads(row["metadata"])["dataset"]
+        assert flexible_answer(family, f"So the answer is {row['reference']}.") == row["reference"], family

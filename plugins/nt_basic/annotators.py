@@ -36,6 +36,8 @@ class VerifyAnnotator(Annotator):
         if ctx.source is None:
             raise RuntimeError("annotator 'verify' needs the pipeline's source for its verifier")
         scores = ctx.source.score(pool, pool.column("answer").to_pylist())
-        ctx.stats["verified"] = sum(s is not None for s in scores)
-        ctx.stats["correct"] = sum(1 for s in scores if s is not None and s >= 1.0)
+        verified = ctx.stats["verified"] = sum(s is not None for s in scores)
+        correct = ctx.stats["correct"] = sum(1 for s in scores if s is not None and s >= 1.0)
+        if verified:
+            ctx.stats["summary"] = f"{correct / verified:.0%} of {verified} traces fully correct"
         return pa.table({"trace_id": pool.column("trace_id"), "correct": pa.array(scores, pa.float64())})

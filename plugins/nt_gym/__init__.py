@@ -3,6 +3,7 @@ disjoint from the held-out benchmark in tasks/gym_heldout (see nt_gym.heldout)."
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import pyarrow as pa
@@ -24,8 +25,11 @@ class GymSource(Source):
     class Settings(Settings):
         families: list[str] = list(DEFAULT_FAMILIES)
         per_family: int = 8
-        difficulty: Literal["easy", "medium", "hard"] = "easy"
+        difficulty: Literal["tiny", "easy", "medium", "hard"] = "tiny"
         seed: int = 0
+        # how the verifier reads an answer (nt_gym.answers): strict = the <answer> tag's content only; flexible =
+        # the last stretch of the answer shaped like the family's answers
+        reading: Literal["strict", "flexible"] = "strict"
 
         @field_validator("families")
         @classmethod
@@ -70,7 +74,12 @@ class GymSource(Source):
         metadata = questions.column("metadata").to_pylist()
         if len(metadata) != len(answers_):
             raise ValueError(f"{len(answers_)} answers for {len(metadata)} questions")
-        return [answers.score(meta, text) for meta, text in zip(metadata, answers_)]
+        return [answers.score(meta, text, self.settings.reading) for meta, text in zip(metadata, answers_)]
+
+    def final_answers(self, questions: pa.Table, responses: list[str]) -> list[str | None]:
+        """The flexible reading: the last stretch shaped like the family's answers."""
+        metadata = questions.column("metadata").to_pylist()
+        return [answers.flexible_answer(json.loads(meta)["dataset"], text) for meta, text in zip(metadata, responses)]
 
 
 @nt_harness.hookimpl

@@ -1,7 +1,7 @@
 """Write the held-out benchmark data (tasks/gym_heldout/gym_heldout.jsonl) and the list of its question
 ids that the gym source refuses (nt_gym/heldout_ids.txt), from the reserved seed space.
 
-    python -m nt_gym.build_tasks [--per-family 6] [--difficulty easy]
+    python -m nt_gym.build_tasks [--per-family 36] [--difficulty tiny]
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import argparse
 import json
 from pathlib import Path
 
-from nt_gym.families import DEFAULT_FAMILIES, category, draw
+from nt_gym.families import DEFAULT_FAMILIES, DIFFICULTIES, category, draw
 from nt_gym.heldout import HELDOUT_IDS_FILE, RESERVED_SEED_START
 
 TASK_DIR = Path(__file__).resolve().parents[2] / "tasks" / "gym_heldout"
 DATA_FILE = "gym_heldout.jsonl"
 
 
-def heldout_rows(families=DEFAULT_FAMILIES, per_family: int = 6, difficulty: str = "easy") -> list[dict]:
+def heldout_rows(families=DEFAULT_FAMILIES, per_family: int = 36, difficulty: str = "tiny") -> list[dict]:
     """One row per question; ``entry`` is a JSON string because entries differ in shape across families."""
     seeds = range(RESERVED_SEED_START, RESERVED_SEED_START + 10**6)
     rows = []
@@ -38,8 +38,8 @@ def write(rows: list[dict], task_dir: Path = TASK_DIR, ids_file: Path = HELDOUT_
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-family", type=int, default=6)
-    parser.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"])
+    parser.add_argument("--per-family", type=int, default=36)
+    parser.add_argument("--difficulty", default="tiny", choices=DIFFICULTIES)
     args = parser.parse_args(argv)
     rows = heldout_rows(per_family=args.per_family, difficulty=args.difficulty)
     write(rows)

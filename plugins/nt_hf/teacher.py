@@ -1,21 +1,25 @@
 """The `hf` teacher: n sampled reasoning traces per question from a local transformers model.
 
-Requests (question, sample) are ordered question by question and cut into fixed batches; each batch is
-seeded from (seed, batch index) and saved as a shard in ctx.scratch, so a killed run resumes where it
-stopped and ends with exactly the table an uninterrupted run would have written.
+Questions are ordered by prompt length (less padding) and cut into fixed batches of whole questions, their n
+samples together so they share the prompt's prefill; each batch is seeded from (seed, batch index) and saved
+as a shard in ctx.scratch, so a killed run resumes where it stopped and ends with exactly the table an
+uninterrupted run would have written (rows in question order).
 """
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pyarrow as pa
+from typing import Literal
+
 from pydantic import Field
 
 from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES, trace_id
-from nt_hf.generation import ChatModel, Sampling, batch_seed
+from nt_hf.generation import ChatModel, Sampling, batch_seed, chat_prompt, load_tokenizer
 from nt_harness.shards import run_sharded
 from nt_harness.traces import split_trace
 
@@ -55,20 +59,46 @@ class HFTeacher(Teacher):
             description="appended when a sample ended (EOS) without think_end; the answer is then generated",
         )
         answer_max_tokens: int = Field(64, ge=1, description="new tokens for the forced answer")
+        budget_forcing: bool = Field(
+            False, description="also force the answer when the thinking hits max_new_tokens (s1's budget forcing, "
+                               "arXiv 2501.19393 §3.1), so every sample answers; else such a sample is incomplete",
+        )
+        stop: list[str] = Field(["</answer>"], description="a sample ends right after any of these (kept in it)")
+        # tags: the answer is what follows the thinking (think_end, or the last answer_start); source: the whole
+        # response is the thinking and its answer is the source's reading of the response's final answer
+        # (Source.final_answers; a model too small to write tags reliably), written inside answer_tags
+        answer_from: Literal["tags", "source"] = "tags"
+        answer_tags: tuple[str, str] = ("<answer>", "</answer>")
+        answer_start: str = Field(
+            "<answer>", description="with no thinking tags in a sample (no prefill), the reasoning before the last "
+                                    "answer_start is its thinking and the rest its answer",
+        )
         dtype: str = Field(
             "auto", pattern="^(auto|float32|bfloat16|float16)$",
             description="auto: fp32 on CPU, the checkpoint's dtype on GPU",
         )
 
+    def split(self, text: str) -> tuple[str, str]:
+        """(thinking, answer): by the thinking tags, or for a free response (no tags) at its last answer_start."""
+        s = self.settings
+        thinking, answer, closed = split_trace(text, s.think_start, s.think_end)
+        if not closed and s.think_start not in text and s.answer_start and s.answer_start in answer:
+            reasoning, tail = answer.rsplit(s.answer_start, 1)
+            return reasoning.strip(), (s.answer_start + tail).strip()
+        return thinking, answer
+
     def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings
         qrows = questions.select(QUESTIONS.names).to_pylist()
-        requests = [(q, k) for q in range(len(qrows)) for k in range(s.n)]
-        batches = [requests[i:i + s.batch_size] for i in range(0, len(requests), s.batch_size)]
-        ids = [[trace_id(qrows[q]["question_id"], k) for q, k in batch] for batch in batches]
+        tokenizer = load_tokenizer(ctx.resolve_model(s.model))
+        prompts = [chat_prompt(tokenizer, q["question"], s.system_prompt, s.prefill) for q in qrows]
+        per_batch = max(1, s.batch_size // s.n)  # whole questions: their samples share the prefill
+        order = sorted(range(len(qrows)), key=lambda q: (len(prompts[q]), q))
+        groups = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
+        ids = [[trace_id(qrows[q]["question_id"], k) for q in group for k in range(s.n)] for group in groups]
         sampling = Sampling(s.temperature, s.top_p, s.top_k)
+        stop = tuple(s.stop)
         model: ChatModel | None = None  # loaded only when a batch has to run (a fully resumed run needs none)
-        prompts: dict[int, list[int]] = {}
         done = {"tokens": 0, "seconds": 0.0}
 
         def run_batch(i: int) -> pa.Table:
@@ -76,35 +106,42 @@ class HFTeacher(Teacher):
             if model is None:
                 model = ChatModel(ctx.resolve_model(s.model), threads=ctx.threads, dtype=s.dtype)
             started = time.perf_counter()
-            batch = batches[i]
-            for q, _ in batch:
-                if q not in prompts:
-                    prompts[q] = model.chat_prompt(qrows[q]["question"], s.system_prompt, s.prefill)
+            rows_q = [q for q in groups[i] for _ in range(s.n)]
             seed = batch_seed(s.seed, i)
-            first = model.complete([prompts[q] for q, _ in batch], s.max_new_tokens, sampling, seed)
+            first = model.complete([prompts[q] for q in groups[i]], s.max_new_tokens, sampling, seed, s.n, stop)
             texts = [s.prefill + model.decode(c.token_ids) for c in first]
-            # `complete`: thinking ended on its own (think_end written, or EOS), not cut off by max_new_tokens
+            # thinking ended on its own (think_end written, or EOS), not cut off by max_new_tokens
             ended = [c.stopped or s.think_end in t for c, t in zip(first, texts)]
             finals = list(first)
             if s.force_answer is not None:
-                forced = [j for j, c in enumerate(first) if c.stopped and s.think_end not in texts[j]]
+                # ended without closing its thinking and without having answered (a stop string)
+                forced = [j for j, c in enumerate(first) if s.think_end not in texts[j] and not c.at_stop_string
+                          and (c.stopped or s.budget_forcing)]
                 suffix = model.encode(s.force_answer)
                 answers = model.complete(
-                    [prompts[batch[j][0]] + first[j].token_ids + suffix for j in forced],
-                    s.answer_max_tokens, sampling, seed + 1,
+                    [prompts[rows_q[j]] + first[j].token_ids + suffix for j in forced],
+                    s.answer_max_tokens, sampling, seed + 1, stop=stop,
                 )
                 for j, c in zip(forced, answers):
                     texts[j] += s.force_answer + model.decode(c.token_ids)
                     finals[j] = c
+                    ended[j] = True
+            if s.answer_from == "source":
+                read = ctx.source.final_answers(questions.take(rows_q), texts) if ctx.source else [None] * len(texts)
+                opened, closed = s.answer_tags
+                split = [(t.strip(), "" if a is None else f"{opened}{a}{closed}") for t, a in zip(texts, read)]
+                ended = [e and a is not None for e, a in zip(ended, read)]  # no answer: incomplete
+            else:
+                split = [self.split(t) for t in texts]
             rows = []
-            for j, (q, k) in enumerate(batch):
-                thinking, answer, _ = split_trace(texts[j], s.think_start, s.think_end)
+            for j, q in enumerate(rows_q):
+                thinking, answer = split[j]
                 generated = len(first[j].token_ids) + (len(finals[j].token_ids) if finals[j] is not first[j] else 0)
                 rows.append({
                     **qrows[q],
                     "trace_id": ids[i][j],
                     "teacher": s.model,
-                    "sample": k,
+                    "sample": j % s.n,
                     "thinking": thinking,
                     "answer": answer,
                     "complete": ended[j],
@@ -118,10 +155,12 @@ class HFTeacher(Teacher):
             return pa.Table.from_pylist(rows, schema=TRACES)
 
         progress = ctx.progress or Progress(disable=True)
-        with progress.task(f"teacher hf ({s.model})", total=len(requests)) as advance:
+        with progress.task(f"teacher hf ({s.model})", total=len(qrows) * s.n) as advance:
             table, reused = run_sharded(ids, ctx.scratch, run_batch, TRACES, advance)
+        position = {trace_id(q["question_id"], k): i * s.n + k for i, q in enumerate(qrows) for k in range(s.n)}
+        table = table.take(np.argsort([position[t] for t in table.column("trace_id").to_pylist()], kind="stable"))
         ctx.stats.update(
-            batches=len(batches), batches_resumed=reused, generated_tokens=done["tokens"],
+            batches=len(groups), batches_resumed=reused, generated_tokens=done["tokens"],
             generate_s=round(done["seconds"], 1),
             tokens_per_s=round(done["tokens"] / done["seconds"], 1) if done["seconds"] else None,
         )
