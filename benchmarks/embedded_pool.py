@@ -51,8 +51,7 @@ FORMATS = {
 
 def measure(model: str, family: str, fmt: str, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        source = GymSource(families=[family], per_family=args.per_family, difficulty=args.difficulty, seed=1,
-                           reading=args.reading)
+        source = GymSource(families=[family], per_family=args.per_family, difficulty=args.difficulty, seed=1)
         ctx = Context(out=Path(tmp) / "out", scratch=Path(tmp) / "scratch", workdir=Path(tmp), threads=args.threads,
                       resolve_model=lambda spec: model, progress=Progress(disable=True), source=source)
         questions = source.load(ctx)
@@ -86,7 +85,6 @@ def main():
     parser.add_argument("--per-family", type=int, default=12)
     parser.add_argument("--n", type=int, default=4, help="samples per question")
     parser.add_argument("--difficulty", default="tiny")
-    parser.add_argument("--reading", default="strict", choices=["strict", "flexible"], help="the verifier's")
     parser.add_argument("--batch-size", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=".nt-harness", help="where the smollm2 alias is built")

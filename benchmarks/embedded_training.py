@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 from pathlib import Path
 
 from nt_harness.cli import make_spec
@@ -57,11 +56,11 @@ def main():
             for epochs in (int(x) for x in args.epochs.split(",")):
                 run_spec = copy.deepcopy(spec)
                 run_spec["trainer"].update(lr=lr, epochs=epochs)
-                got = scores(pipe.run(args.recipe, run_spec), args.task)
-                head = METRICS[0]
-                test = paired_test(base[head], got[head])
-                rows.append({"lr": lr, "epochs": epochs,
-                             "steps": epochs * math.ceil(spec["budget"] / run_spec["trainer"].get("batch_size", 4)),
+                run = pipe.run(args.recipe, run_spec)
+                got = scores(run, args.task)
+                trained = store.get("train", run_spec["trainer"]["name"], run.stages["train"])
+                test = paired_test(base[METRICS[0]], got[METRICS[0]])
+                rows.append({"lr": lr, "epochs": epochs, "steps": trained.manifest["stats"]["steps"],
                              **{m: sum(v.values()) / len(v) for m, v in got.items()},
                              "diff_vs_base": test["diff"], "p_vs_base": test["p"]})
     print(f"{args.recipe}, budget {spec['budget']}, batch {spec['trainer'].get('batch_size')}, "

@@ -149,3 +149,10 @@ def test_every_default_family_has_an_answer_shape_that_reads_its_own_references(
     for row in GymSource(per_family=3).load(ctx).to_pylist():
         family = json.loads(row["metadata"])["dataset"]
         assert flexible_answer(family, f"So the answer is {row['reference']}.") == row["reference"], family
+
+
+def test_the_source_reads_a_free_responses_final_answer_the_flexible_way(ctx):
+    source = GymSource(families=["basic_arithmetic", "syllogism"], per_family=1)
+    table = source.load(ctx)
+    assert source.final_answers(table, ["3 + 4 = 7, so the answer is 7.", "No. Wait, yes: yes"]) == ["7", "Yes"]
+    assert source.final_answers(table, ["I cannot say.", "<think>\ncut off"]) == [None, None]

@@ -194,3 +194,14 @@ def test_a_train_stage_on_cuda_counts_gpu_hours(tiny_llama, tmp_path):
     stats = entry.manifest["stats"]
     assert stats["device"] == "cuda" and stats["gpus"] == 1
     assert Pipeline.cost([entry])["gpu_hours"] == pytest.approx(entry.manifest["wall_s"] / 3600, abs=1e-4)
+
+
+def test_a_published_command_line_holds_no_path_of_this_machine(tmp_path, monkeypatch):
+    from nt_harness.cli import published_args
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["compare", "a", "b", "--workdir", "/scratch/me/store", "--results=/home/me/boards", "--profile",
+            str(tmp_path / "configs" / "p.toml"), "--set", 'benchmarks.lmeval.local_data={m="/data/math500.jsonl"}',
+            "--set", "trainer.lr=1e-5"]
+    assert published_args(argv) == ["compare", "a", "b", "--profile", "configs/p.toml", "--set",
+                                    'benchmarks.lmeval.local_data={m="math500.jsonl"}', "--set", "trainer.lr=1e-5"]

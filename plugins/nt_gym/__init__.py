@@ -27,9 +27,6 @@ class GymSource(Source):
         per_family: int = 8
         difficulty: Literal["tiny", "easy", "medium", "hard"] = "tiny"
         seed: int = 0
-        # how the verifier reads an answer (nt_gym.answers): strict = the <answer> tag's content only; flexible =
-        # the last stretch of the answer shaped like the family's answers
-        reading: Literal["strict", "flexible"] = "strict"
 
         @field_validator("families")
         @classmethod
@@ -74,7 +71,7 @@ class GymSource(Source):
         metadata = questions.column("metadata").to_pylist()
         if len(metadata) != len(answers_):
             raise ValueError(f"{len(answers_)} answers for {len(metadata)} questions")
-        return [answers.score(meta, text, self.settings.reading) for meta, text in zip(metadata, answers_)]
+        return [answers.score(meta, text) for meta, text in zip(metadata, answers_)]
 
     def final_answers(self, questions: pa.Table, responses: list[str]) -> list[str | None]:
         """The flexible reading: the last stretch shaped like the family's answers."""

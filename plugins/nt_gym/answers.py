@@ -69,9 +69,6 @@ def _pattern(shape: str | tuple[str, ...]) -> re.Pattern:
     return re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, words)) + r")(?![\w-])", re.IGNORECASE)
 
 
-extract_answer = strict_answer  # how the pool's traces are verified
-
-
 @lru_cache(maxsize=None)
 def _scorer(family: str):
     return get_score_answer_fn(family)
@@ -89,8 +86,6 @@ def score_answer(metadata: str, answer: str | None) -> float:
     return min(1.0, max(0.0, value))
 
 
-def score(metadata: str, text: str | None, reading: str = "strict") -> float:
-    """A response scored on its strict or its flexible answer."""
-    if reading == "strict":
-        return score_answer(metadata, strict_answer(text))
-    return score_answer(metadata, flexible_answer(json.loads(metadata)["dataset"], text))
+def score(metadata: str, text: str | None) -> float:
+    """A response scored on its strict answer (how the pool's traces are verified)."""
+    return score_answer(metadata, strict_answer(text))

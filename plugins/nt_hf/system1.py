@@ -6,10 +6,9 @@ System-1 answer: NaturalThoughts, Li et al. 2025, arXiv 2507.01921 §4.2)."""
 from __future__ import annotations
 
 import time
-
-import pyarrow as pa
 from typing import Literal
 
+import pyarrow as pa
 from pydantic import Field
 
 from nt_harness.asking import ask
@@ -45,7 +44,7 @@ class System1Annotator(Annotator):
         batch_size: int = Field(8, ge=1)
         dtype: str = Field(
             "auto", pattern="^(auto|float32|bfloat16|float16)$",
-            description="auto: fp32 on CPU, the checkpoint's dtype on GPU",
+            description="auto: bf16 on a CPU that computes it natively, else fp32; the checkpoint's dtype on GPU",
         )
         # a teacher spec that answers instead of the local model (e.g. Llama-3.3-70B-Instruct behind an
         # OpenAI-compatible server, as the paper's System-1 model); the instruction goes in the user turn

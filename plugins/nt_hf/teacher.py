@@ -9,11 +9,10 @@ uninterrupted run would have written (rows in question order).
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from typing import Literal
-
 from pydantic import Field
 
 from nt_harness.components import Context, Settings, Teacher
@@ -64,28 +63,15 @@ class HFTeacher(Teacher):
                                "arXiv 2501.19393 §3.1), so every sample answers; else such a sample is incomplete",
         )
         stop: list[str] = Field(["</answer>"], description="a sample ends right after any of these (kept in it)")
-        # tags: the answer is what follows the thinking (think_end, or the last answer_start); source: the whole
-        # response is the thinking and its answer is the source's reading of the response's final answer
-        # (Source.final_answers; a model too small to write tags reliably), written inside answer_tags
+        # tags: the answer is what follows the thinking; source: the whole response is the thinking and its answer
+        # is the source's reading of the response's final answer (Source.final_answers), inside answer_tags, for a
+        # model too small to write tags reliably
         answer_from: Literal["tags", "source"] = "tags"
         answer_tags: tuple[str, str] = ("<answer>", "</answer>")
-        answer_start: str = Field(
-            "<answer>", description="with no thinking tags in a sample (no prefill), the reasoning before the last "
-                                    "answer_start is its thinking and the rest its answer",
-        )
         dtype: str = Field(
             "auto", pattern="^(auto|float32|bfloat16|float16)$",
-            description="auto: fp32 on CPU, the checkpoint's dtype on GPU",
+            description="auto: bf16 on a CPU that computes it natively, else fp32; the checkpoint's dtype on GPU",
         )
-
-    def split(self, text: str) -> tuple[str, str]:
-        """(thinking, answer): by the thinking tags, or for a free response (no tags) at its last answer_start."""
-        s = self.settings
-        thinking, answer, closed = split_trace(text, s.think_start, s.think_end)
-        if not closed and s.think_start not in text and s.answer_start and s.answer_start in answer:
-            reasoning, tail = answer.rsplit(s.answer_start, 1)
-            return reasoning.strip(), (s.answer_start + tail).strip()
-        return thinking, answer
 
     def generate(self, questions: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings
@@ -132,7 +118,7 @@ class HFTeacher(Teacher):
                 split = [(t.strip(), "" if a is None else f"{opened}{a}{closed}") for t, a in zip(texts, read)]
                 ended = [e and a is not None for e, a in zip(ended, read)]  # no answer: incomplete
             else:
-                split = [self.split(t) for t in texts]
+                split = [split_trace(t, s.think_start, s.think_end)[:2] for t in texts]
             rows = []
             for j, q in enumerate(rows_q):
                 thinking, answer = split[j]
