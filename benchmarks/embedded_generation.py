@@ -48,10 +48,6 @@ if __name__ == "__main__":
 """
 
 
-def embedded_settings() -> dict:
-    return Plugins().profile("embedded").spec
-
-
 def context(tmp: Path, model: str, threads: int, source) -> Context:
     return Context(out=tmp / "out", scratch=tmp / "scratch", workdir=tmp, threads=threads,
                    resolve_model=lambda spec: model, progress=Progress(disable=True), source=source)
@@ -131,11 +127,12 @@ def main():
     parser.add_argument("--workdir", default=".nt-harness", help="where the smollm2 alias is built")
     args = parser.parse_args()
 
-    spec = embedded_settings()
-    model = ModelResolver(Plugins().models, Path(os.environ.get("NT_HARNESS_MODELS") or Path(args.workdir) / "models"))\
+    plugins = Plugins()
+    spec = plugins.profile("embedded").spec
+    model = ModelResolver(plugins.models, Path(os.environ.get("NT_HARNESS_MODELS") or Path(args.workdir) / "models"))\
         .resolve(spec["teacher"]["model"])
     source_spec = {k: v for k, v in spec["source"].items() if k != "name"}
-    families = GymSource(**source_spec).settings.families
+    families = GymSource.Settings(**source_spec).families
     source = GymSource(**{**source_spec, "per_family": max(1, args.questions // len(families))})
     with tempfile.TemporaryDirectory() as tmp:
         questions = source.load(context(Path(tmp), model, args.threads, source))
