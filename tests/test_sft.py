@@ -369,6 +369,16 @@ def test_settings_refuse_unknown_keys():
     assert SFTTrainer().settings.lr == 2e-5 and SFTTrainer().settings.weight_decay == 0.1
 
 
+def test_a_global_batch_sets_the_accumulation_and_must_divide():
+    from pydantic import ValidationError
+
+    # LIMO's global batch 32 on 8 processes of 1 sequence each: 4 micro-batches per optimizer step
+    assert SFTTrainer(global_batch=32, batch_size=1, num_processes=8, grad_accum=3).settings.grad_accum == 4
+    assert SFTTrainer(global_batch=16).settings.grad_accum == 4  # the default micro-batch of 4, one process
+    with pytest.raises(ValidationError, match="global_batch 30 is not a multiple of batch_size x num_processes = 4"):
+        SFTTrainer(global_batch=30)
+
+
 def test_gradient_checkpointing_with_lora_matches_plain(tiny, tmp_path):
     settings = dict(lora=True, lora_r=4, lr=1e-2, epochs=2, mixed_precision="no")
     plain = SFTTrainer(**settings).train(make_examples(8), tiny, context(tmp_path / "plain"))

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     text = Path(args.settings).read_text() if args.settings.endswith(".json") else args.settings
-    settings = {**json.loads(text), "num_processes": 1}  # this process is already one of the launched ones
+    # this process is already one of the launched ones; grad_accum was derived from global_batch by the parent
+    settings = {**json.loads(text), "num_processes": 1, "global_batch": None}
     settings = SFTTrainer.Settings(**settings)
     out = Path(args.out)
     scratch = Path(args.scratch) if args.scratch else out.parent / "scratch"

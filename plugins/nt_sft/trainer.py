@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from nt_harness.components import Context, Settings, Trainer
 from nt_sft.steps import (  # noqa: F401  (re-exported: the tests and benchmarks use them from here)
@@ -68,6 +68,9 @@ class SFTTrainer(Trainer):
         epochs: int = 2
         batch_size: int = 4  # examples per micro-batch; with packing, packed sequences per micro-batch
         grad_accum: int = 1
+        # the batch a paper states (examples, or packed sequences, per optimizer step); when set, grad_accum is
+        # derived from it as global_batch / (batch_size x num_processes), which must divide it
+        global_batch: int | None = Field(None, ge=1)
         max_length: int = 1024  # longer examples are dropped (counted), never truncated
         packing: bool = False  # several examples per sequence, no attention across them
         pack_length: int | None = None  # tokens per packed sequence; None: max_length
@@ -109,6 +112,19 @@ class SFTTrainer(Trainer):
         seed: int = 0
         save_every_steps: int = 0  # 0: no intermediate checkpoints, the model is written at the end
         system_prompt: str | None = None
+
+        @model_validator(mode="before")
+        @classmethod
+        def _grad_accum_from_global_batch(cls, data):
+            if isinstance(data, dict) and data.get("global_batch"):
+                fields = cls.model_fields
+                per_step = (data.get("batch_size", fields["batch_size"].default)
+                            * data.get("num_processes", fields["num_processes"].default))
+                if data["global_batch"] % per_step:
+                    raise ValueError(f"global_batch {data['global_batch']} is not a multiple of batch_size x "
+                                     f"num_processes = {per_step}")
+                data = {**data, "grad_accum": data["global_batch"] // per_step}
+            return data
 
         @model_validator(mode="after")
         def _fused_ce_is_part_of_liger(self):
