@@ -40,6 +40,7 @@ class Context:
     resolve_model: Any = None  # callable(spec: str) -> str (local folder or hub id)
     source: Any = None  # the pipeline's Source, for its verifier
     build: Any = None  # callable(kind, spec, where) -> Component, from the run's plugins (see Component.nested)
+    benchmarks: list = field(default_factory=list)  # the run's Benchmarks, for a selector that uses_benchmarks
     stats: dict = field(default_factory=dict)  # counters that go into the manifest
 
 
@@ -123,6 +124,9 @@ class Selector(Component):
 
     kind = "selector"
     requires: ClassVar[tuple[str, ...]] = ()
+    # decontamination: the select stage gets the run's benchmarks in ``ctx.benchmarks`` (their ``questions``),
+    # and their settings join its cache key, so another benchmark set selects anew
+    uses_benchmarks: ClassVar[bool] = False
 
     def select(self, pool: pa.Table, budget: int, seed: int, ctx: Context) -> pa.Table:
         raise NotImplementedError
@@ -149,6 +153,11 @@ class Benchmark(Component):
 
     def evaluate(self, model: str, ctx: Context) -> list[dict]:
         raise NotImplementedError
+
+    def questions(self) -> dict[str, list[str]]:
+        """The question texts per task, as the model sees them, so a selector can decontaminate against
+        exactly what a run evaluates. Optional: a benchmark without it cannot be decontaminated against."""
+        raise NotImplementedError(f"benchmark {self.name!r} does not list its questions")
 
 
 KINDS = ("source", "teacher", "annotator", "selector", "trainer", "benchmark")

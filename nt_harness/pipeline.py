@@ -160,7 +160,7 @@ class Pipeline:
         except ValueError as e:  # a component's own check of its settings
             raise SpecError(f"{where}: {e}") from None
 
-    def stage(self, stage: str, comp: Component, inputs: dict, run, source=None) -> Entry:
+    def stage(self, stage: str, comp: Component, inputs: dict, run, source=None, benchmarks=()) -> Entry:
         settings = comp.settings.model_dump(mode="json")
         key = self.store.key(stage, comp.name, comp.version, comp.key_settings(), inputs)
         entry = self.store.get(stage, comp.name, key)
@@ -180,6 +180,7 @@ class Pipeline:
                 resolve_model=self.models.resolve,
                 source=source,
                 build=self.instantiate,
+                benchmarks=list(benchmarks),
             )
             stats = run(ctx) or {}
             manifest["stats"] = {**ctx.stats, **stats}
@@ -299,8 +300,13 @@ class Pipeline:
                 reasons[r] = reasons.get(r, 0) + 1
             return {"kept": pc.sum(sel.column("kept").cast(pa.int64())).as_py() or 0, "reasons": reasons}
 
-        chosen = self.stage("select", selector, {"pool": pool.key, "annotations": ann_keys, "budget": budget,
-                                                  "seed": seed}, select, source)
+        inputs = {"pool": pool.key, "annotations": ann_keys, "budget": budget, "seed": seed}
+        benchmarks = []
+        if selector.uses_benchmarks:
+            benchmarks = [self.instantiate("benchmark", c, f"benchmarks[{i}]")
+                          for i, c in enumerate(spec.get("benchmarks", []))]
+            inputs["benchmarks"] = [{"name": b.name, **b.key_settings()} for b in benchmarks]
+        chosen = self.stage("select", selector, inputs, select, source, benchmarks)
         partial.stages["select"] = chosen.key
         reasons = chosen.manifest["stats"]["reasons"]
         self.progress.log(f"{recipe}: selector {selector.name} kept {chosen.manifest['stats']['kept']} "
