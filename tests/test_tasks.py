@@ -21,7 +21,7 @@ LOCAL = {
     "supergpqa_reasoning": DATA / "supergpqa.jsonl",
 }
 # samples per question: NaturalThoughts (arXiv 2507.01921) §4 for MATH-500, GPQA-Diamond, MMLU-Pro,
-# SuperGPQA; Evalchemy's averaging for AIME24/AMC23
+# SuperGPQA; ours for AIME24/AMC23 (NaturalThoughts did not run them; their protocol variants are tested below)
 REPEATS = {"math500_reasoning": 16, "aime24_reasoning": 10, "amc23_reasoning": 10,
            "gpqa_diamond_reasoning": 24, "mmlu_pro_reasoning": 1, "supergpqa_reasoning": 1}
 
@@ -218,3 +218,85 @@ def test_chat_completions_backend_samples_distinct_repeats(tiny_llama, tmp_path,
     assert [len(s["resps"][0]) for s in logged] == [3, 3]
     assert all(r.strip() for s in logged for r in s["resps"][0])  # real text came back
     assert any(len(set(s["resps"][0])) > 1 for s in logged)  # sampled, not one answer three times
+
+
+# The AIME 2024 / AMC 2023 protocol presets: one folder per benchmark, the base file with NaturalThoughts'
+# generation settings and one file per other source, each `include:`-ing the base (same data, prompt, scoring).
+PROTOCOL_PRESETS = {
+    bench: [f"{bench}_reasoning{suffix}" for suffix in ("", "_limo", "_limo_sampled", "_evalchemy")]
+    for bench in ("aime24", "amc23")
+}
+# One real problem each, as the hub files hold them (HuggingFaceH4/aime_2024: problem, answer, id;
+# math-ai/amc23: question, float answer, id): 2024 AIME I Problem 1 and 2023 AMC 12A Problem 1.
+REAL = {
+    "aime24": ({"id": 60, "answer": "204", "problem": (
+        "Every morning Aya goes for a $9$-kilometer-long walk and stops at a coffee shop afterwards. When she "
+        "walks at a constant speed of $s$ kilometers per hour, the walk takes her 4 hours, including $t$ minutes "
+        "spent in the coffee shop. When she walks $s+2$ kilometers per hour, the walk takes her 2 hours and 24 "
+        "minutes, including $t$ minutes spent in the coffee shop. Suppose Aya walks at $s+\\frac{1}{2}$ kilometers "
+        "per hour. Find the number of minutes the walk takes her, including the $t$ minutes spent in the coffee "
+        "shop.")}, "204"),
+    "amc23": ({"id": 0, "answer": 27.0, "question": (
+        "Cities $A$ and $B$ are $45$ miles apart. Alicia lives in $A$ and Beth lives in $B$. Alicia bikes towards "
+        "$B$ at 18 miles per hour. Leaving at the same time, Beth bikes toward $A$ at 12 miles per hour. How many "
+        "miles from City $A$ will they be when they meet?")}, "27"),
+}
+
+
+@pytest.fixture(scope="module")
+def protocols(tmp_path_factory):
+    """Every AIME/AMC preset loaded through lm-eval's TaskManager from a file holding one real problem (the
+    key `<bench>_reasoning` serves all of a benchmark's presets)."""
+    folder = tmp_path_factory.mktemp("real")
+    files = {}
+    for bench, (row, _) in REAL.items():
+        files[f"{bench}_reasoning"] = folder / f"{bench}.jsonl"
+        files[f"{bench}_reasoning"].write_text(json.dumps(row) + "\n")
+    names = [name for presets in PROTOCOL_PRESETS.values() for name in presets]
+    tasks = manager(files).load(names)["tasks"]
+    assert set(tasks) == set(names)
+    return tasks
+
+
+def generation(task) -> tuple:
+    gen = task.config.generation_kwargs
+    return task.config.repeats, gen["do_sample"], gen["temperature"], gen["top_p"], gen["max_gen_toks"]
+
+
+@pytest.mark.parametrize("bench", ["aime24", "amc23"])
+def test_protocol_presets_carry_their_sources_numbers(bench, protocols):
+    """(repeats, do_sample, temperature, top_p, max_gen_toks) per preset, each from the source cited."""
+    nt, limo, limo_sampled, evalchemy = (protocols[name] for name in PROTOCOL_PRESETS[bench])
+    # NaturalThoughts settings: arXiv 2507.01921 §4, Llama students, temperature 0.6 / top-p 0.95, up to
+    # 16,384 new tokens; the paper did not run AIME/AMC, so the 10 repeats are ours
+    assert generation(nt) == (10, True, 0.6, 0.95, 16384)
+    # LIMO's released script, GAIR-NLP/LIMO eval/eval.sh: --n_sampling 1 --temperature 0.0 (greedy) --top_p 1
+    # --max_tokens 32768
+    assert generation(limo) == (1, False, 0.0, 1.0, 32768)
+    # LIMO paper's small-benchmark protocol as Zhao et al. 2025 §4.2 state it: 16 samples at temperature 0.7
+    # (unbiased pass@1 = mean over the 16); top_p and length from LIMO eval/eval.sh (--top_p 1, --max_tokens 32768)
+    assert generation(limo_sampled) == (16, True, 0.7, 1.0, 32768)
+    # Evalchemy eval/chat_benchmarks/{AIME24,AMC23}/eval_instruct.py: n_repeat 10, temperature 0.7 (sampled on
+    # vLLM), max_new_tokens 32768; top_p unset there, so vLLM's default 1.0
+    assert generation(evalchemy) == (10, True, 0.7, 1.0, 32768)
+    # only the generation settings differ: the same data, prompt and scoring as the base preset
+    for task in (limo, limo_sampled, evalchemy):
+        assert task.config.process_results is nt.config.process_results
+        assert task.config.custom_dataset is nt.config.custom_dataset
+
+
+@pytest.mark.parametrize("name", [n for presets in PROTOCOL_PRESETS.values() for n in presets])
+def test_protocol_preset_scores_a_real_problem(name, protocols):
+    """Each preset, through its own config, scores a right answer to a real problem right and a wrong one wrong."""
+    task = protocols[name]
+    bench = name.split("_", 1)[0]
+    row, reference = REAL[bench]
+    [doc] = list(task.test_docs())
+    assert doc["reference"] == reference and doc["question_id"]
+    prompt = task.doc_to_text(doc)
+    assert prompt.startswith(row.get("problem") or row["question"]) and "\\boxed{}" in prompt
+    right = f"<think>\nwork it out\n</think>\nThe answer is $\\boxed{{{reference}}}$."
+    wrong = "<think>\nwork it out\n</think>\nThe answer is $\\boxed{1}$."
+    cut_off = f"<think>\nmaybe \\boxed{{{reference}}}, let me check"
+    assert task.process_results(doc, [[right]]) == {"exact_match": 1.0, "no_answer": 0.0}
+    assert task.process_results(doc, [[right, wrong, cut_off, right]]) == {"exact_match": 0.5, "no_answer": 0.25}
