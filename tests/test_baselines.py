@@ -157,6 +157,116 @@ def test_openthoughts_ranks_by_difficulty_when_rated(ctx):
     assert in_rank_order(by_length) == ["q0/0", "q2/0"]
 
 
+# The OpenThoughts presets, each value beside its source (the issue's targets where the source is silent).
+def test_openthoughts_trainer_presets_state_the_papers_numbers():
+    from nt_sft.trainer import SFTTrainer
+
+    pm = plugins()
+    ot3 = pm.recipes["openthoughts:ot3"].spec["trainer"]
+    assert ot3["lr"] == 8e-5  # arXiv 2506.04178, OpenThinker3-7B training details; mlfoundations-dev cards: 8e-05
+    assert ot3["epochs"] == 5  # arXiv 2506.04178; mlfoundations-dev/openthoughts2_math_100k card: num_epochs 5.0
+    assert ot3["global_batch"] == 512  # arXiv 2506.04178; the same card: total_train_batch_size 512
+    assert ot3["packing"] is True  # arXiv 2506.04178; open-thoughts train/README.md: packing from OpenThinker2 on
+    assert ot3["schedule"] == "cosine" and ot3["warmup_ratio"] == 0.1  # the same card: cosine, warmup_ratio 0.1
+    assert ot3["weight_decay"] == 0.0  # not fixed by the paper: ours (Trainer default; the cards list none)
+    assert ot3["max_length"] == 16384  # not fixed by the paper: ours (train/README.md cutoff_len of OpenThinker 1/2)
+    # micro-batch 4 (ours) x 128 accumulation on one process = the paper's 512
+    assert SFTTrainer(**{k: v for k, v in ot3.items() if k != "name"}).settings.grad_accum == 128
+
+    ot114k = pm.recipes["openthoughts:114k"].spec["trainer"]
+    assert ot114k["lr"] == 1e-5  # open-thoughts/OpenThinker-7B model card: learning_rate 1e-05
+    assert ot114k["epochs"] == 3  # the same card: num_epochs 3.0
+    assert ot114k["schedule"] == "cosine" and ot114k["warmup_ratio"] == 0.1  # the card: cosine, warmup_ratio 0.1
+    assert ot114k["batch_size"] == 1  # the card: train_batch_size 1 (per device)
+    assert ot114k["global_batch"] == 96  # the issue's target: 32 devices (the card) x 1 x 3 accumulation
+    assert ot114k["max_length"] == 16384  # open-thoughts train/README.md: cutoff_len 16384
+    assert ot114k.get("packing", False) is False  # train/README.md: packing came with OpenThinker2
+    assert ot114k["weight_decay"] == 0.0  # not fixed by the paper: ours (Trainer default; the card lists none)
+    assert SFTTrainer(**{k: v for k, v in ot114k.items() if k != "name"}).settings.grad_accum == 96
+
+    # a released set trains with the preset of the model its authors trained on it
+    assert pm.recipes["openthoughts:released"].spec["trainer"] == ot114k  # OpenThoughts-114k -> OpenThinker-7B
+    assert pm.recipes["openthoughts:released-ot3"].spec["trainer"] == ot3  # OpenThoughts3-1.2M -> OpenThinker3-7B
+    paper = pm.recipes["openthoughts:paper-method"]
+    assert paper.spec["teacher"] == {"n": 16}  # arXiv 2506.04178: 16 answers per question; refines the profile's
+    assert paper.spec["selector"]["near_duplicate"] == 0.75  # the issue's target (their code: fuzz.ratio >= 95)
+    assert "its own pool" in paper.description and "equal-pool" in paper.description
+
+
+def test_openthoughts_near_duplicates_by_indel_similarity(ctx):
+    from rapidfuzz.distance import Indel
+
+    near_a = "A train leaves the station at noon at 60 mph. When does it arrive at a city 120 miles away?"
+    near_b = "A train leaves the station at noon at 50 mph. When does it arrive at a city 100 miles away?"
+    far_a = "Find all primes p such that p^2 + 2 is also prime."
+    far_b = "How many positive divisors does 360 have?"
+    assert Indel.normalized_similarity(near_a, near_b) >= 0.75 > Indel.normalized_similarity(far_a, far_b)
+    p = pool(4, 2, question=[q for q in (near_a, far_a, near_b, far_b) for _ in range(2)])
+    sel = OpenThoughtsSelector(decontaminate=[], near_duplicate=0.75).select(p, 100, 0, ctx)
+    r = reasons(sel)
+    # the later of the near-duplicate pair goes (open_thoughts/deduplicate.py keeps the lowest index)
+    assert r["q2/0"] == r["q2/1"] == "dropped: near-duplicate question (Indel similarity >= 0.75)"
+    assert {t.split("/")[0] for t in kept_ids(sel)} == {"q0", "q1", "q3"}  # the distinct pair stays
+    assert ctx.stats["near_duplicate_questions"] == 1
+    # without the setting only exact copies go
+    assert len(kept_ids(OpenThoughtsSelector(decontaminate=[]).select(p, 100, 0, ctx))) == 8
+
+
+def _gym_question():
+    """The longest held-out gym question: enough words to share 13-grams that are not template text."""
+    rows = [json.loads(line) for line in (REPO / "tasks/gym_heldout/gym_heldout.jsonl").open()]
+    return max(rows, key=lambda r: len(r["question"]))["question"]
+
+
+def test_openthoughts_decontaminates_against_the_runs_benchmarks_by_default(ctx):
+    from nt_harness.components import Benchmark
+    from nt_lmeval import LMEvalBenchmark
+
+    leak = _gym_question()
+    p = pool(2, 1, question=[leak, "What is the capital of France?"])
+    ctx.benchmarks = [LMEvalBenchmark(tasks=["gym_heldout"])]  # the real benchmark, its real lm-eval task
+    sel = OpenThoughtsSelector().select(p, 10, 0, ctx)
+    assert reasons(sel)["q0/0"].startswith("dropped: contaminated")
+    assert kept_ids(sel) == ["q1/0"]
+    assert ctx.stats["decontaminated_against"] == {"gym_heldout": 216}
+    # an explicit task list overrides the run's benchmarks; [] turns decontamination off
+    assert kept_ids(OpenThoughtsSelector(decontaminate=[]).select(p, 10, 0, ctx)) == ["q0/0", "q1/0"]
+
+    class Opaque(Benchmark):
+        name = "opaque"
+
+    ctx.benchmarks = [Opaque()]  # a benchmark that cannot list its questions is named, not skipped
+    with pytest.raises(SpecError, match="benchmark 'opaque' does not list its questions"):
+        OpenThoughtsSelector().select(p, 10, 0, ctx)
+
+
+def test_openthoughts_select_key_follows_the_runs_benchmarks(tmp_path):
+    from nt_harness.pipeline import Pipeline
+    from nt_harness.progress import Progress
+    from nt_harness.store import Store
+
+    leak = _gym_question()
+    rows = [{"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "<think>\nhm\n</think>\n1"}]}
+            for q in (leak, "What is the capital of France?")]
+    (tmp_path / "ot.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    math = tmp_path / "math500.jsonl"
+    math.write_text(json.dumps({"problem": "What is 1 + 1?", "answer": "2", "unique_id": "m0"}) + "\n")
+    base = {"source": {"name": "openthoughts-released", "path": str(tmp_path / "ot.jsonl")},
+            "teacher": {"name": "released"}, "annotators": [], "selector": {"name": "openthoughts"},
+            "trainer": {"name": "sft"}, "student": "tiny-llama", "budget": 10, "seed": 0}
+    gym = [{"name": "lmeval", "tasks": ["gym_heldout"]}]
+    both = [{"name": "lmeval", "tasks": ["gym_heldout", "math500_reasoning"],
+             "local_data": {"math500_reasoning": str(math)}}]
+    pipe = Pipeline(plugins(), Store(tmp_path / "store"), Progress(disable=True), threads=1)
+    keys = {label: pipe.run("ot", {**base, "benchmarks": b}, until="select").stages["select"]
+            for label, b in (("gym", gym), ("both", both), ("gym again", gym))}
+    assert keys["gym"] != keys["both"]  # another benchmark set selects anew
+    assert keys["gym"] == keys["gym again"]  # the same one is a cache hit
+    manifest = pipe.store.get("select", "openthoughts", keys["both"]).manifest
+    assert manifest["stats"]["decontaminated_against"] == {"gym_heldout": 216, "math500_reasoning": 1}
+    assert manifest["stats"]["contaminated_questions"] == 1
+
+
 # s1K ------------------------------------------------------------------------------------------------
 
 def test_s1k_quality_and_difficulty(ctx):

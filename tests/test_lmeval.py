@@ -240,3 +240,27 @@ def test_a_rerun_answers_greedy_requests_from_lm_evals_request_cache(tiny_llama,
     assert list((tmp_path / "scratch").glob("lm-eval-requests*.db"))
     assert responses(other, tmp_path / "scratch", "rerun") == first  # all three from the cache
     assert responses(other, tmp_path / "fresh", "fresh") != first  # the other model, asked, answers otherwise
+
+
+def test_questions_are_the_tasks_docs_as_lm_eval_renders_them(tmp_path):
+    """questions() goes through lm-eval itself: a local data_files task, a hub preset given a local file, and a hub
+    preset offline without one (one line naming it)."""
+    from nt_harness.recipes import SpecError
+    from nt_lmeval import reasoning
+
+    rows = [json.loads(line) for line in (tasks_dir() / "gym_heldout" / "gym_heldout.jsonl").read_text().splitlines()]
+    assert LMEvalBenchmark(tasks=["gym_heldout"]).questions() == {"gym_heldout": [r["question"] for r in rows]}
+
+    math = tmp_path / "math500.jsonl"
+    math.write_text("".join(json.dumps({"problem": p, "answer": a, "unique_id": str(i)}) + "\n"
+                            for i, (p, a) in enumerate([("What is 1 + 1?", "2"), ("Solve x^2 = 4 for x > 0.", "2")])))
+    bench = LMEvalBenchmark(tasks=["math500_reasoning"], local_data={"math500_reasoning": str(math)},
+                            modes=["think", "no-think"], limit=1)
+    # every row whatever the limit, each task once whatever the modes, in the preset's own prompt
+    assert bench.questions() == {"math500_reasoning": [reasoning.math_prompt("What is 1 + 1?"),
+                                                       reasoning.math_prompt("Solve x^2 = 4 for x > 0.")]}
+
+    with pytest.raises(SpecError) as err:
+        LMEvalBenchmark(tasks=["gpqa_diamond_reasoning"]).questions()  # conftest: offline; download False
+    message = str(err.value)
+    assert "'gpqa_diamond_reasoning'" in message and "offline and no local file" in message and "\n" not in message

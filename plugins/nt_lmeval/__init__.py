@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 import nt_harness
 from nt_harness.components import Benchmark, Settings
 from nt_harness.models import cpu_dtype
+from nt_harness.recipes import SpecError
 
 SAMPLES = pa.schema(
     [
@@ -173,6 +174,27 @@ class LMEvalBenchmark(Benchmark):
                     task.config.repeats = repeats
                 tasks.append(task)
         return tasks
+
+    def questions(self) -> dict[str, list[str]]:
+        """task -> its questions as lm-eval renders them (the task's own docs through its doc_to_text), so a
+        selector decontaminates against exactly what this benchmark evaluates: local data_files tasks and hub
+        presets alike. Every row, whatever `limit` (a smoke-test limit must not let the rest leak). Modes add a
+        system instruction or an assistant prefix, never change the question, so each task appears once.
+        A task lm-eval cannot load (offline hub preset without `local_data`) is one line naming it."""
+        import datasets
+
+        manager = self.task_manager()
+        out: dict[str, list[str]] = {}
+        with offline_env(Path(datasets.config.HF_DATASETS_CACHE), offline=not self.settings.download):
+            for name in self.settings.tasks:
+                try:
+                    loaded = manager.load([name])["tasks"]
+                except Exception as e:  # lm-eval raises whatever the task's loader raised
+                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise SpecError(f"lmeval: cannot read the questions of task {name!r}: {reason}") from None
+                for task_name, task in loaded.items():
+                    out[task_name] = [str(task.doc_to_text(doc)) for doc in task.eval_docs]
+        return out
 
     def apply_mode(self, task, mode: str) -> None:
         """Rename the task for its mode and set lm-eval's own prompt fields: `description` (rendered as the

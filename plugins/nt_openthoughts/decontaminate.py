@@ -1,11 +1,13 @@
 """Decontamination against benchmark questions: a pool question is dropped when it shares a word 13-gram
-with any question of the configured lm-eval tasks (OpenThoughts, arXiv 2506.04178: 13-gram or high
+with any question of the benchmarks the run evaluates (OpenThoughts, arXiv 2506.04178: 13-gram or high
 similarity decontamination against every evaluation set).
 
-The benchmark questions are read from the tasks' own files (the task YAML's ``dataset_kwargs.data_files``,
-rendered with its ``doc_to_text`` template), so a new local task is covered without code. An n-gram that
-occurs in ``boilerplate_docs`` or more benchmark questions is template text (procedural questions such
-as reasoning-gym's share their instructions), not evidence that a question leaked.
+By default the questions come from the run's benchmarks themselves (``Benchmark.questions()``; the lmeval
+benchmark renders each task's docs with lm-eval, hub presets included), so what is evaluated is what is
+decontaminated against. An explicit list of lm-eval task names is read from the tasks' own files instead (the
+task YAML's ``dataset_kwargs.data_files``, rendered with its ``doc_to_text`` template). An n-gram that occurs in
+``boilerplate_docs`` or more benchmark questions is template text (procedural questions such as
+reasoning-gym's share their instructions), not evidence that a question leaked.
 """
 
 from __future__ import annotations
@@ -88,6 +90,22 @@ def benchmark_questions(tasks: list[str], folder: Path) -> dict[str, list[str]]:
                 with file.open() as f:
                     questions += [render(cfg.get("doc_to_text"), json.loads(line)) for line in f if line.strip()]
         out[task] = questions
+    return out
+
+
+def run_benchmark_questions(benchmarks) -> dict[str, list[str]]:
+    """task -> questions, over every benchmark of the run. A benchmark that cannot list its questions is an
+    error naming it, not a skip: a skipped benchmark is one the selected data may have leaked into."""
+    out: dict[str, list[str]] = {}
+    for bench in benchmarks:
+        try:
+            questions = bench.questions()
+        except NotImplementedError:
+            raise SpecError(f"decontaminate: benchmark {bench.name!r} does not list its questions "
+                            "(Benchmark.questions); set selector.decontaminate to the lm-eval tasks to check against, "
+                            "or [] for none") from None
+        for task, texts in questions.items():
+            out.setdefault(task, []).extend(texts)
     return out
 
 

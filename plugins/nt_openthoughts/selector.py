@@ -1,14 +1,18 @@
 """OpenThoughts' data recipe (Guha et al. 2025, arXiv 2506.04178) as a selector on any pool.
 
 In pipeline order, each step the paper's ablations chose:
-1. exact de-duplication of questions (same text, whatever the source);
-2. decontamination: drop questions sharing a 13-gram with a benchmark question (nt_openthoughts.decontaminate);
+1. de-duplication of questions (whatever the source): exact text, or with ``near_duplicate`` also questions whose
+   Indel similarity (rapidfuzz) to an earlier one reaches it, as open_thoughts/deduplicate.py does on its
+   ``question`` column (there fuzz.ratio >= 95, i.e. 0.95);
+2. decontamination: drop questions sharing a 13-gram with a question of the benchmarks the run evaluates
+   (``ctx.benchmarks``' ``questions()``, or the lm-eval tasks named in ``decontaminate``;
+   nt_openthoughts.decontaminate);
 3. source mixing: per domain, only the top 1-2 question sources (the paper ranked sources by training on
    each; without that run here they are ranked by the same signal as step 4, or named in ``sources``);
 4. question filtering: rank questions by LLM response length (longest first), or by an LLM-rated
    difficulty column when the pool has one, and keep the top questions to the budget;
 5. every response of a kept question, with no answer filtering (none of their answer filters helped;
-   the paper samples 16 answers per question: the pool's teacher n here).
+   the paper samples 16 answers per question: the pool's teacher n here, 16 in `openthoughts:paper-method`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pydantic import Field
 
 from nt_harness.components import Selector, Settings
 from nt_harness.selection import Decisions, column
-from nt_openthoughts.decontaminate import Contamination, benchmark_questions
+from nt_openthoughts.decontaminate import Contamination, benchmark_questions, run_benchmark_questions
 
 
 def response_length(pool) -> np.ndarray:
@@ -35,6 +39,22 @@ def response_length(pool) -> np.ndarray:
     return np.where(np.isnan(tokens), chars, tokens)
 
 
+def near_duplicates(texts: list[str], threshold: float, workers: int = 1) -> np.ndarray:
+    """For distinct texts in pool order: whether each has Indel normalized similarity >= ``threshold`` with an
+    earlier one (rapidfuzz, no preprocessing), so the first of every near-duplicate pair stays, as
+    open_thoughts/deduplicate.py keeps the lowest index of each matching pair. Row blocks bound the memory."""
+    from rapidfuzz.distance import Indel
+    from rapidfuzz.process import cdist
+
+    dup = np.zeros(len(texts), dtype=bool)
+    for start in range(0, len(texts), 512):
+        block = cdist(texts[start:start + 512], texts[:start + 512], scorer=Indel.normalized_similarity,
+                      score_cutoff=threshold, workers=workers)
+        for i, row in enumerate(block):
+            dup[start + i] = bool(np.any(row[:start + i] >= threshold))
+    return dup
+
+
 def default_tasks_dir() -> str:
     from nt_lmeval import tasks_dir
 
@@ -43,8 +63,10 @@ def default_tasks_dir() -> str:
 
 class OpenThoughtsSelector(Selector):
     name = "openthoughts"
-    version = "1"
-    description = "OpenThoughts: dedup, 13-gram decontamination, top sources per domain, longest-response questions"
+    version = "2"
+    description = ("OpenThoughts: dedup, 13-gram decontamination against the run's benchmarks, top sources per domain, "
+                   "longest-response questions")
+    uses_benchmarks = True  # decontaminates against the benchmarks the run evaluates (their questions())
 
     class Settings(Settings):
         rank_by: Literal["auto", "length", "difficulty"] = "auto"  # auto: difficulty when the column exists
@@ -53,8 +75,12 @@ class OpenThoughtsSelector(Selector):
         sources: dict[str, list[str]] | None = None  # domain -> its chosen sources (overrides the ranking)
         domain_column: str = "topic"
         source_column: str = "source"
-        decontaminate: list[str] = Field(default_factory=lambda: ["gym_heldout"], description="lm-eval task names")
-        tasks_path: str | None = None  # folder of lm-eval task YAMLs; None: the project's tasks/
+        # None: the questions of the benchmarks this run evaluates; a list: these lm-eval tasks instead, read from
+        # their local files under tasks_path ([]: no decontamination)
+        decontaminate: list[str] | None = Field(None, description="lm-eval task names overriding the run's benchmarks")
+        tasks_path: str | None = None  # folder of lm-eval task YAMLs for `decontaminate`; None: the project's tasks/
+        # Indel similarity at which a question is a near-duplicate of an earlier one; None: exact duplicates only
+        near_duplicate: float | None = Field(None, gt=0.0, le=1.0)
         ngram: int = Field(13, ge=1)
         boilerplate_docs: int = Field(3, ge=2)  # an n-gram in this many benchmark questions is template text
         # 0: any shared n-gram is a leak (the paper's rule). On the embedded gym pool that flags 14 of 40 questions that
@@ -71,22 +97,38 @@ class OpenThoughtsSelector(Selector):
         qids = pool.column("question_id").to_numpy(zero_copy_only=False)
         texts = pool.column("question").to_numpy(zero_copy_only=False)
 
-        # 1. exact de-duplication: the first question id of each text stays
+        # 1. de-duplication: the first question id of each text stays; with near_duplicate, also the first of
+        # each pair of distinct texts that similar
         first_id: dict[str, str] = {}
         for q, t in zip(qids, texts):
             first_id.setdefault(t, q)
         duplicate = np.array([first_id[t] != q for q, t in zip(qids, texts)], dtype=bool)
         d.drop(duplicate, "dropped: duplicate question")
+        near = np.zeros(n, dtype=bool)
+        if s.near_duplicate is not None:
+            distinct = list(first_id)
+            similar = dict(zip(distinct, near_duplicates(distinct, s.near_duplicate, ctx.threads)))
+            near = np.array([similar[t] for t in texts], dtype=bool) & ~duplicate
+            d.drop(near, f"dropped: near-duplicate question (Indel similarity >= {s.near_duplicate})")
+            ctx.stats["near_duplicate_questions"] = len(set(qids[near]))
+        duplicate |= near
 
-        # 2. decontamination, once per distinct question
+        # 2. decontamination, once per distinct question, against distinct benchmark questions (a question
+        # listed twice would otherwise count towards the template threshold)
         leaked = np.zeros(n, dtype=bool)
-        if s.decontaminate:
+        if s.decontaminate is None:
+            bench = run_benchmark_questions(ctx.benchmarks)
+        elif s.decontaminate:
             bench = benchmark_questions(s.decontaminate, Path(s.tasks_path or default_tasks_dir()))
-            index = Contamination([q for qs in bench.values() for q in qs], s.ngram, s.boilerplate_docs,
-                                  s.min_shared_fraction)
+        else:
+            bench = {}
+        ctx.stats["decontaminated_against"] = {task: len(qs) for task, qs in bench.items()}
+        if bench:
+            distinct_bench = list(dict.fromkeys(q for qs in bench.values() for q in qs))
+            index = Contamination(distinct_bench, s.ngram, s.boilerplate_docs, s.min_shared_fraction)
             verdict = {t: index.leaks(t) for t in set(texts)}
             leaked = np.array([verdict[t] for t in texts], dtype=bool)
-            ctx.stats.update(benchmark_questions=sum(map(len, bench.values())), boilerplate_ngrams=index.boilerplate)
+            ctx.stats.update(benchmark_questions=len(distinct_bench), boilerplate_ngrams=index.boilerplate)
         d.drop(leaked, "dropped: contaminated (shares a 13-gram with a benchmark question)")
         ctx.stats["contaminated_questions"] = len(set(qids[leaked]))
         eligible = complete & ~duplicate & ~leaked
