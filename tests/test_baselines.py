@@ -12,7 +12,7 @@ import pytest
 import nt_openthoughts
 import nt_released
 import nt_s1k
-from nt_harness.components import Context
+from nt_harness.components import Context, Settings, Teacher
 from nt_harness.plugins import Plugins
 from nt_harness.records import SELECTION, TRACES, conform
 from nt_harness.recipes import SpecError
@@ -439,11 +439,10 @@ def test_verifier_of_released_sets_uses_the_reference(ctx):
 def test_recipes_registered_with_presets_and_native_budgets():
     pm = plugins()
     assert not pm.errors
-    for name in ("limo", "limo:solvers", "limo:paper", "limo:released", "openthoughts", "openthoughts:ot3",
-                 "openthoughts:114k", "openthoughts:released", "s1k", "s1k:solvers", "s1k:paper", "s1k:released"):
+    for name in ("limo", "limo:solvers", "limo:paper", "limo:paper-solvers", "limo:released", "openthoughts",
+                 "openthoughts:ot3", "openthoughts:114k", "openthoughts:released", "s1k", "s1k:solvers", "s1k:paper",
+                 "s1k:paper-solvers", "s1k:released"):
         assert name in pm.recipes, name
-    assert pm.recipes["limo:paper"].spec["trainer"]["lr"] == 5e-6
-    assert pm.recipes["s1k:paper"].spec["trainer"]["adam_beta2"] == 0.95
     assert pm.recipes["openthoughts:ot3"].spec["trainer"]["packing"] is True
     assert pm.recipes["s1k"].native_budget == 1000 and pm.recipes["limo:released"].native_budget == 817
     for kind, name in [("teacher", "released"), ("selector", "as-is"), ("annotator", "solver1"),
@@ -455,7 +454,8 @@ def test_paper_presets_are_valid_trainer_settings():
     from nt_sft.trainer import SFTTrainer
 
     pm = plugins()
-    for name in ("limo:paper", "s1k:paper", "openthoughts:ot3", "openthoughts:114k"):
+    for name in ("limo:paper", "limo:paper-solvers", "limo:released", "s1k:paper", "s1k:paper-solvers",
+                 "s1k:released", "openthoughts:ot3", "openthoughts:114k"):
         conf = {k: v for k, v in pm.recipes[name].spec["trainer"].items() if k != "name"}
         SFTTrainer(**conf)  # pydantic refuses an unknown or invalid key
 
@@ -477,6 +477,204 @@ def test_cli_lists_recipes_and_released_recipe_runs_to_selection(tmp_path, monke
     assert out.exit_code == 0, out.output
     missing = CliRunner().invoke(cli.cli, ["select", "limo:released", "--workdir", str(tmp_path / "w"), "--quiet"])
     assert missing.exit_code == 2 and "source.path" in missing.output
+
+
+# LIMO and s1K presets: each value their sources fix, with the source beside it ---------------------------
+
+PAPER_PROFILE = REPO / "configs" / "paper" / "naturalthoughts.toml"
+
+
+def trainer_settings(spec: dict):
+    from nt_sft.trainer import SFTTrainer
+
+    return SFTTrainer(**{k: v for k, v in spec["trainer"].items() if k != "name"}).settings
+
+
+def test_limo_trainer_preset_states_the_papers_numbers():
+    pm = plugins()
+    t = pm.recipes["limo:paper"].spec["trainer"]
+    # GAIR-NLP/LIMO train/examples/train_limo.yaml
+    assert t["lr"] == 5e-6  # learning_rate: 5.0e-6
+    assert t["schedule"] == "cosine" and t["warmup_ratio"] == 0.0  # lr_scheduler_type: cosine, warmup_ratio: 0.0
+    assert t["epochs"] == 15  # num_train_epochs: 15
+    assert t["max_length"] == 16384  # cutoff_len: 16384
+    assert t["packing"] is False  # no `packing`: LLaMA-Factory packs only in pre-training
+    # per_device_train_batch_size 1, gradient_accumulation_steps 1 on 32 GPUs: "the effective global batch size
+    # is 32" (GAIR-NLP/LIMO issues #3, #9, #19)
+    assert t["batch_size"] == 1 and t["global_batch"] == 32
+    # HF TrainingArguments' defaults, which train_limo.yaml leaves alone
+    assert t["weight_decay"] == 0.0 and t["adam_beta2"] == 0.999 and t["max_grad_norm"] == 1.0
+    # GAIR-NLP/LIMO README: the system prompt of training and inference
+    assert t["system_prompt"] == "Please reason step by step, and put your final answer within \\boxed{}."
+    s = trainer_settings(pm.recipes["limo:paper"].spec)
+    assert (s.batch_size, s.grad_accum, s.num_processes) == (1, 32, 1)  # one process accumulates the 32
+    for name in ("limo:paper-solvers", "limo:released"):  # the released set trains as LIMO trained it
+        assert pm.recipes[name].spec["trainer"] == t, name
+
+
+def test_s1k_trainer_preset_states_the_papers_numbers():
+    pm = plugins()
+    t = pm.recipes["s1k:paper"].spec["trainer"]
+    # arXiv 2501.19393 Appendix D "Training details" and simplescaling/s1 train/sft.sh
+    assert t["lr"] == 1e-5  # "a learning rate of 1e-5"; lr=1e-5
+    # "warmed up linearly for 5% ... decayed to 0 ... following a cosine schedule"; --warmup_ratio=0.05
+    assert t["schedule"] == "cosine" and t["warmup_ratio"] == 0.05
+    assert t["epochs"] == 5  # "we train for 5 epochs"; epochs=5
+    # "a batch size of 16"; micro_batch_size=1, gradient_accumulation_steps=1, "16 if 16 gpus"
+    assert t["batch_size"] == 1 and t["global_batch"] == 16
+    assert t["weight_decay"] == 1e-4  # "weight decay of 1e-4"; --weight_decay 1e-4
+    assert t["adam_beta2"] == 0.95  # "β1 = 0.9, β2 = 0.95"; --adam_beta2 0.95 (β1 0.9 is the trainer's fixed one)
+    assert t["max_grad_norm"] == 1.0  # sft.sh sets none: HF TrainingArguments' default
+    assert t["max_length"] == 32768  # --block_size=32768 (train/sft.py: max_seq_length = block_size)
+    assert t["packing"] is False  # train/sft.py sets no packing: trl's default, off
+    assert t["system_prompt"] is None  # data/tokenization.py: no system turn (Qwen's template adds its default)
+    s = trainer_settings(pm.recipes["s1k:paper"].spec)
+    assert (s.batch_size, s.grad_accum, s.num_processes) == (1, 16, 1)
+    for name in ("s1k:paper-solvers", "s1k:released"):
+        assert pm.recipes[name].spec["trainer"] == t, name
+
+
+def test_limo_and_s1k_paper_solver_presets_name_the_papers_models(tmp_path):
+    from nt_harness.cli import make_spec
+    from nt_harness.pipeline import Pipeline
+    from nt_harness.progress import Progress
+    from nt_harness.store import Store
+    from nt_s1k.msc import msc_domains
+
+    pm = plugins()
+    limo = pm.recipes["limo:paper-solvers"].spec
+    ann = {a["name"]: a for a in limo["annotators"]}
+    # arXiv 2502.03387 §3.1.1: stage 1 drops what Qwen2.5-Math-7B-Instruct solves within 4 attempts, stage 2 keeps
+    # what DeepSeek-R1-Distill-Qwen-32B solves 1-3 times of 32
+    assert (ann["solver1"]["model"], ann["solver1"]["attempts"]) == ("Qwen/Qwen2.5-Math-7B-Instruct", 4)
+    assert (ann["solver2"]["model"], ann["solver2"]["attempts"]) == ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", 32)
+    assert limo["selector"] == {"name": "limo", "solver1_max_passes": 0, "solver2_min_passes": 1,
+                                "solver2_max_passes": 3}
+    s1k = pm.recipes["s1k:paper-solvers"].spec
+    ann = {a["name"]: a for a in s1k["annotators"]}
+    # arXiv 2501.19393 §2.2: a question is dropped when Qwen2.5-7B-Instruct or Qwen2.5-32B-Instruct answers it
+    assert (ann["solver1"]["model"], ann["solver1"]["attempts"]) == ("Qwen/Qwen2.5-7B-Instruct", 1)
+    assert (ann["solver2"]["model"], ann["solver2"]["attempts"]) == ("Qwen/Qwen2.5-32B-Instruct", 1)
+    assert s1k["selector"]["solver_columns"] == ["solver1_passes", "solver2_passes"]
+    # §2.2: lengths in Qwen2.5 tokens; domains: every question classified into an MSC class
+    assert ann["length"]["tokenizer"] == "Qwen/Qwen2.5-32B-Instruct"
+    assert ann["topic"]["labels"] == msc_domains() and ann["topic"]["keep_source"] is False
+    assert s1k["selector"]["domain_column"] == "topic"
+    # both build with the paper's model names on the embedded profile: nothing is downloaded to validate
+    pipe = Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1)
+    for name in ("limo:paper-solvers", "s1k:paper-solvers"):
+        pipe.validate(make_spec(pm, pm.recipes[name], {"profile": "embedded"}, None))
+
+
+@pytest.mark.parametrize("name,global_batch,max_length", [
+    ("s1k:paper", 16, 32768), ("s1k:paper-solvers", 16, 32768), ("s1k:released", 16, 32768),
+    ("limo:paper", 32, 16384), ("limo:paper-solvers", 32, 16384), ("limo:released", 32, 16384)])
+def test_limo_and_s1k_presets_run_under_the_paper_profile(tmp_path, name, global_batch, max_length):
+    """The profile packs 16,384-token sequences over 8 processes with NaturalThoughts' optimizer; the presets
+    keep their own numbers, train unpacked (s1's 32,768-token examples fit no 16,384-token pack) and reach their
+    global batch over the profile's processes."""
+    from nt_harness.cli import make_spec
+    from nt_harness.pipeline import Pipeline
+    from nt_harness.progress import Progress
+    from nt_harness.store import Store
+
+    pm = plugins()
+    data = DATA / ("s1k.jsonl" if name.startswith("s1k") else "limo.jsonl")
+    sets = [f"source.path={data}"] if name.endswith(":released") else []
+    spec = make_spec(pm, pm.recipes[name], {"profile": str(PAPER_PROFILE), "set": sets}, None)
+    Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1).validate(spec)  # builds every component
+    s = trainer_settings(spec)
+    assert s.num_processes == 8 and s.batch_size * s.grad_accum * s.num_processes == global_batch
+    assert s.max_length == max_length and s.packing is False
+    assert not s.packing or (s.pack_length or s.max_length) >= s.max_length  # what the trainer refuses
+    assert s.weight_decay == pm.recipes[name].spec["trainer"]["weight_decay"] != 0.1  # not the profile's
+    assert s.schedule == "cosine" and s.lr == pm.recipes[name].spec["trainer"]["lr"]
+    if name == "s1k:paper-solvers":  # the MSC classifier asks the profile's annotator server
+        topic = next(a for a in spec["annotators"] if a["name"] == "topic")
+        assert topic["backend"]["model"] == "meta-llama/Llama-3.1-70B-Instruct"
+
+
+class ScriptedTeacher(Teacher):
+    """Replies chosen by the test (``reply(prompt, k)``), recording the settings it ran with and the prompts."""
+
+    name = "scripted"
+    runs: list = []
+    reply = staticmethod(lambda prompt, k: "")
+
+    class Settings(Settings):
+        model: str = "none"
+        n: int = 1
+        temperature: float = 0.0
+        seed: int = 0
+        max_tokens: int = 16
+        prefill: str = ""
+
+    def generate(self, questions, ctx):
+        s = self.settings
+        ScriptedTeacher.runs.append((s, questions.column("question").to_pylist()))
+        rows = [(q, t, k) for q, t in zip(questions.column("question_id").to_pylist(),
+                                          questions.column("question").to_pylist()) for k in range(s.n)]
+        return pa.table({"trace_id": [f"{q}/{k}" for q, _, k in rows], "question_id": [q for q, _, _ in rows],
+                         "thinking": [""] * len(rows), "answer": [self.reply(t, k) for _, t, k in rows]})
+
+
+def scripted_context(tmp_path, reply, source=None) -> Context:
+    from nt_harness.progress import Progress
+
+    ScriptedTeacher.runs = []
+    ScriptedTeacher.reply = staticmethod(reply)
+    build = lambda kind, spec, where: ScriptedTeacher(**{k: v for k, v in spec.items() if k != "name"})  # noqa: E731
+    return Context(out=tmp_path, scratch=tmp_path, workdir=tmp_path, threads=1, progress=Progress(disable=True),
+                   build=build, source=source)
+
+
+def test_msc2020_domains_load_and_a_classification_reply_parses_to_its_class(tmp_path):
+    from nt_naturalthoughts.prompted import TopicAnnotator
+    from nt_s1k.msc import msc_classes, msc_code, msc_domains, msc_topic_annotator
+
+    classes = msc_classes()  # the data file shipped in the plugin
+    assert len(classes) == 63 and len(set(msc_domains())) == 63  # MSC2020's two-digit classes
+    codes = [c for c, _ in classes]
+    assert codes == sorted(codes) and all(len(c) == 2 and c.isdigit() for c in codes)
+    assert classes[0] == ("00", "General and overarching topics; collections")
+    assert classes[-1] == ("97", "Mathematics education")
+    assert msc_code("Number theory") == "11" and msc_code("Biology and other natural sciences") == "92"
+    # replies as an instruction model writes them after the "Domain:" prefill (a code, markdown, a reason)
+    replies = {"primes": " Number theory", "colour": " 05 Combinatorics", "curvature": " **Differential geometry**"
+               "\n\nThe question is about the curvature of a surface.", "lens": " Optics, electromagnetic theory"}
+    questions = ["Find all primes p such that p^2 + 2 is prime.", "In how many ways can a 3x3 grid be colour-ed?",
+                 "What is the Gaussian curvature of a sphere of radius 2?",
+                 "Where does a thin lens of focus 5 cm image an object 10 cm away?"]
+    reply = lambda prompt, k: next(r for key, r in replies.items() if key in prompt)  # noqa: E731
+    conf = {k: v for k, v in msc_topic_annotator(backend={"name": "scripted"}).items() if k != "name"}
+    topics = TopicAnnotator(**conf).annotate(pool(4, 1, question=questions, topic=[""] * 4),
+                                             scripted_context(tmp_path, reply))
+    assert topics.column("topic").to_pylist() == ["Number theory", "Combinatorics", "Differential geometry",
+                                                  "Optics, electromagnetic theory"]  # not "Geometry"
+    _, prompts = ScriptedTeacher.runs[0]
+    assert all(name in prompts[0] for name in msc_domains())  # every class offered, names whole
+
+
+def test_solver_annotator_samples_through_a_backend_teacher(tmp_path):
+    from nt_limo.solvers import Solver2Annotator
+
+    class Verifier:
+        def score(self, traces, answers):
+            return [float(a == "7") for a in answers]
+
+    ann = Solver2Annotator(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", attempts=5, temperature=0.6,
+                           max_new_tokens=99, seed=3, backend={"name": "scripted"})
+    spec = {"model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "name": "scripted"}
+    assert ann.nested() == {"backend": ("teacher", spec)}  # validated with the run; the solver's model by default
+    assert Solver2Annotator(backend={"name": "scripted", "model": "other"}).nested()["backend"][1]["model"] == "other"
+    ctx = scripted_context(tmp_path, lambda prompt, k: "7" if k < 2 else "8", source=Verifier())
+    cols = ann.annotate(pool(2, 2, reference=["7"] * 4, metadata=[""] * 4), ctx)
+    settings, questions = ScriptedTeacher.runs[0]
+    assert (settings.model, settings.n, settings.temperature, settings.seed, settings.max_tokens) == (
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", 5, 0.6, 3, 99)
+    assert len(questions) == 2  # one request per question, not per trace
+    assert cols.column("solver2_passes").to_pylist() == [2, 2, 2, 2]
+    assert cols.column("solver2_attempts").to_pylist() == [5] * 4
 
 
 # solver annotators ----------------------------------------------------------------------------------

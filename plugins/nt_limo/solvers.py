@@ -6,6 +6,11 @@ only 1-3 times out of 32; s1K (arXiv 2501.19393 §2.2) drops a question when eit
 (Qwen2.5-7B/32B-Instruct, one attempt each) answers it correctly. The attempts are sampled by running
 the `hf` teacher on the questions (same prompt, forced answer tag, sharded and resumable in
 ``ctx.scratch``) and graded by the source's verifier; ``solverN_passes`` is null where there is none.
+
+At the papers' scale (a 32B solver, 32 attempts per question) the local `hf` teacher is too slow: ``backend``
+names any registered teacher instead (``{name = "vllm", tensor_parallel_size = 4}``, or ``openai`` at a
+server), which gets the solver's ``model`` unless it names its own, and ``attempts``, ``temperature``, ``seed``
+and the token budget wherever it has those settings.
 """
 
 from __future__ import annotations
@@ -30,6 +35,27 @@ class SolverAnnotator(Annotator):
         batch_size: int = Field(8, ge=1)
         seed: int = 0
         generation: dict = Field(default_factory=dict, description="any other `hf` teacher setting")
+        backend: dict | None = Field(
+            None, description="a teacher spec that samples the attempts instead of the local hf model (vllm, "
+                              "openai); its model defaults to `model`, `generation` is not used")
+
+    def nested(self):
+        return {"backend": ("teacher", self.backend_spec())} if self.settings.backend else {}
+
+    def backend_spec(self) -> dict:
+        return {"model": self.settings.model, **self.settings.backend}
+
+    def attempts_teacher(self, ctx: Context):
+        """The teacher that samples the attempts: the local hf model, or ``backend`` with the solver's sampling."""
+        s = self.settings
+        if not s.backend:
+            return HFTeacher(model=s.model, n=s.attempts, temperature=s.temperature,
+                             max_new_tokens=s.max_new_tokens, batch_size=s.batch_size, seed=s.seed, **s.generation)
+        teacher = ctx.build("teacher", self.backend_spec(), f"annotator {self.name}: backend")
+        fields = type(teacher.settings).model_fields
+        update = {"n": s.attempts, "temperature": s.temperature, "seed": s.seed,
+                  "max_new_tokens": s.max_new_tokens, "max_tokens": s.max_new_tokens}
+        return type(teacher)(teacher.settings.model_copy(update={k: v for k, v in update.items() if k in fields}))
 
     def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
         s = self.settings
@@ -37,9 +63,7 @@ class SolverAnnotator(Annotator):
         for i, qid in enumerate(pool.column("question_id").to_pylist()):
             first_row.setdefault(qid, i)
         questions = pool.take(list(first_row.values())).select(QUESTIONS.names)
-        teacher = HFTeacher(model=s.model, n=s.attempts, temperature=s.temperature, max_new_tokens=s.max_new_tokens,
-                            batch_size=s.batch_size, seed=s.seed, **s.generation)
-        attempts = teacher.generate(questions, ctx)
+        attempts = self.attempts_teacher(ctx).generate(questions, ctx)
         scores = ctx.source.score(attempts, attempts.column("answer").to_pylist()) if ctx.source else []
         passes: dict[str, int | None] = {q: None for q in first_row}
         for qid, score in zip(attempts.column("question_id").to_pylist(), scores):
