@@ -162,6 +162,11 @@ def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
+def _share(x) -> str:
+    """System-2 examples among those trained on (NaturalThoughts' difficulty mix is ~36 %, Table 4)."""
+    return "" if x is None else f"{x:.0%}"
+
+
 def _tokens(x) -> str:
     return "N/A" if x is None else f"{x:,.0f}"
 
@@ -224,9 +229,11 @@ def markdown(runs: list[RunResult], meta: dict, figures: list[str]) -> str:
                   _markdown_table(MODE_HEADERS, modes)]
     parts += [f"![{Path(f).stem}]({Path(f).name})\n" for f in figures]
     parts += ["## Every metric (lm-eval's table shape)\n", _markdown_table(DETAIL_HEADERS, detail_rows(runs))]
-    parts += ["## Provenance\n", _markdown_table(["Recipe", "Budget", "pool", "trace set", "checkpoint", "chat template"],
-              [[r.recipe, str(r.budget), r.provenance.get("pool_summary", ""), r.provenance.get("selection", "")[:12],
-                r.provenance.get("checkpoint", "")[:12], r.provenance.get("chat_template_sha", "")[:12]] for r in runs])]
+    parts += ["## Provenance\n", _markdown_table(
+        ["Recipe", "Budget", "pool", "trace set", "System-2 share", "checkpoint", "chat template"],
+        [[r.recipe, str(r.budget), r.provenance.get("pool_summary", ""), r.provenance.get("selection", "")[:12],
+          _share(r.provenance.get("system2_share")), r.provenance.get("checkpoint", "")[:12],
+          r.provenance.get("chat_template_sha", "")[:12]] for r in runs])]
     if meta.get("versions"):
         parts.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())) + "\n")
     return "\n".join(parts)

@@ -49,7 +49,7 @@ def mixing_settings(spec: dict) -> dict:
     many are the final answer only (System-1). Mixed System-1/System-2 distillation is NaturalThoughts'
     (arXiv 2507.01921, Table 4): "random" makes each example System-2 with probability ``p`` (the paper's
     p of 0.2/0.4/0.6 is the System-2 share: random mixing "at 60 % System-2" is p = 0.6); "difficulty" makes
-    the models-disagree examples System-2 and the rest System-1."""
+    the examples whose models disagree (the `judge` annotator's verdict) System-2 and the rest System-1."""
     raw = dict(spec.get("mixing") or {})
     unknown = set(raw) - {"mode", "p", "seed"}
     if unknown:
@@ -79,14 +79,10 @@ def build_examples(pool: pa.Table, selection: pa.Table, mixing: dict | None = No
     elif mode == "random":
         system2 = np.random.default_rng(mixing["seed"]).random(rows.num_rows) < mixing["p"]
     elif mode == "difficulty":
-        missing = [c for c in ("correct", "system1_correct") if c not in rows.column_names]
-        if missing:
-            raise SpecError(f"mixing.mode 'difficulty' needs column(s) {', '.join(missing)} "
-                            "(annotators `verify` and `system1`)")
-        # System-2 where the models disagree: the teacher's answer verifies, the System-1 answer does not
-        teacher_right = pc.fill_null(rows.column("correct"), 0.0).to_numpy() >= 1.0
-        system1_wrong = pc.fill_null(rows.column("system1_correct"), 1.0).to_numpy() < 1.0
-        system2 = teacher_right & system1_wrong
+        if "models_agree" not in rows.column_names:
+            raise SpecError("mixing.mode 'difficulty' needs column models_agree (annotators `system1` and `judge`)")
+        # System-2 where the models disagree, by the judge's verdict as the paper (Table 4); unjudged: System-1
+        system2 = pc.fill_null(rows.column("models_agree"), 1.0).to_numpy() < 1.0
     else:
         raise SpecError(f"mixing.mode: {mode!r} is not one of {', '.join(MIXING_MODES)}")
     return pa.table(
@@ -259,9 +255,9 @@ class Pipeline:
             check_requires(i, ann, written)
             written.update(ann.columns)
         provided = set(TRACES.names) | written
-        if mixing_settings(spec)["mode"] == "difficulty" and not {"correct", "system1_correct"} <= provided:
-            raise SpecError("mixing.mode 'difficulty' needs columns correct and system1_correct: add annotators "
-                            "`verify` and `system1`")
+        if mixing_settings(spec)["mode"] == "difficulty" and "models_agree" not in provided:
+            raise SpecError("mixing.mode 'difficulty' needs column models_agree: add annotators `verify`, `system1` "
+                            "and `judge`")
         missing = [c for c in selector.requires if c not in provided]
         if missing:
             raise SpecError(
@@ -325,6 +321,7 @@ class Pipeline:
             write_table(examples, ctx.out, "examples")
             system2 = pc.equal(examples.column("mode"), "system2").cast(pa.int64())
             ctx.stats["system2_examples"] = pc.sum(system2).as_py() or 0
+            ctx.stats["system2_share"] = round(ctx.stats["system2_examples"] / max(examples.num_rows, 1), 4)
             return trainer.train(examples, self.models.resolve(student), ctx)
 
         inputs = {"selection": chosen.key, "student": student}
@@ -342,6 +339,7 @@ class Pipeline:
         summaries = [e.manifest.get("stats", {}).get("summary") for e in ann_entries]
         partial.provenance = {"pool": pool.key, "selection": chosen.key, "checkpoint": trained.key,
                               "pool_summary": "; ".join(s for s in summaries if s),
+                              "system2_share": trained.manifest.get("stats", {}).get("system2_share"),
                               **trained.manifest.get("stats", {}).get("provenance", {})}
         return partial
 

@@ -179,9 +179,9 @@ def test_compose_disagree_then_long_narrows_then_fills_from_random(ctx):
     rng = np.random.default_rng(0)
     system1 = (rng.random(n) < 0.5).astype(float)  # half the questions: the System-1 model is right
     tokens = rng.integers(0, 10000, n)
-    p = pool(n, correct=[1.0] * n, system1_correct=system1, thinking_tokens=tokens)
+    p = pool(n, models_agree=system1, thinking_tokens=tokens)
     comp = ComposeSelector(steps=[{"name": "disagree"}, {"name": "long"}])
-    assert set(comp.requires) == {"correct", "system1_correct", "thinking_tokens"}
+    assert set(comp.requires) == {"models_agree", "thinking_tokens"}
     sel = comp.select(p, 300, seed=0, ctx=ctx)
     why = np.array(sel.column("reason").to_pylist())
     rows = kept_rows(sel)
@@ -213,7 +213,8 @@ def determinism_pool():
                 cluster=rng.integers(0, 6, n), verbosity=rng.integers(0, 11, n),
                 reference=rng.choice(["1", "two", "", "a much longer reference answer than allowed here"], n),
                 strategy_count=rng.integers(0, 12, n), strategy_density=rng.random(n),
-                correct=rng.integers(0, 2, n).astype(float), system1_correct=rng.integers(0, 2, n).astype(float))
+                correct=rng.integers(0, 2, n).astype(float), system1_correct=rng.integers(0, 2, n).astype(float),
+                models_agree=rng.integers(0, 2, n).astype(float))
 
 
 @pytest.mark.parametrize("selector", [
@@ -266,13 +267,13 @@ def test_random_mixing_extremes():
         assert set(ex.column("mode").to_pylist()) == {mode}
 
 
-def test_difficulty_mixing_is_system2_exactly_where_the_models_disagree():
-    correct = [1.0, 1.0, 0.0, 0.0, None, 1.0]
-    system1 = [0.0, 1.0, 0.0, 1.0, 0.0, None]
-    p = pool(6, correct=correct, system1_correct=system1)
+def test_difficulty_mixing_is_system2_exactly_where_the_judge_says_the_models_disagree():
+    """NaturalThoughts Table 4: System-2 where the models disagree, by the judge, whatever the grades say."""
+    agree = [0.0, 1.0, 0.0, 1.0, None]
+    p = pool(5, models_agree=agree, correct=[1.0, 1.0, 0.0, 0.0, 1.0])
     ex = build_examples(p, all_kept(p), mixing_settings({"mixing": {"mode": "difficulty"}}))
-    assert ex.column("mode").to_pylist() == ["system2", "system1", "system1", "system1", "system1", "system1"]
-    with pytest.raises(SpecError, match="system1_correct"):
+    assert ex.column("mode").to_pylist() == ["system2", "system1", "system2", "system1", "system1"]
+    with pytest.raises(SpecError, match="models_agree"):
         build_examples(pool(3, correct=[1.0] * 3), all_kept(pool(3)), {"mode": "difficulty"})
 
 
@@ -353,7 +354,7 @@ def test_the_train_stage_key_includes_the_mixing_settings(tmp_path):
     assert keys["none"] == pipe.run("t", dict(base, mixing={"mode": "none"}), until="train").stages["train"]
     modes = Store(tmp_path).get("train", "counting", keys["p0"]).table("examples").column("mode").to_pylist()
     assert modes == ["system1"] * 4
-    with pytest.raises(SpecError, match="needs columns correct and system1_correct"):
+    with pytest.raises(SpecError, match="needs column models_agree"):
         pipe.validate(dict(base, mixing={"mode": "difficulty"}))
 
 
@@ -456,17 +457,18 @@ def test_natural_reasoning_grades_math_references_and_leaves_free_text_ungraded(
     assert source.score(questions.slice(0, 1), ["<answer>81</answer>"]) == [0.0]
 
 
-def test_recorded_system1_annotator_grades_the_stored_llama_answer(ctx):
-    from nt_naturalthoughts.annotators import RecordedSystem1Annotator
+def test_system1_takes_the_recorded_llama_answer_and_grades_it(ctx):
+    """NaturalReasoning ships Llama-3.3-70B-Instruct's answer, the paper's System-1 answer (§4.2): the
+    `system1` annotator uses it instead of generating one (no model is loaded here: all four are recorded)."""
+    from nt_hf.system1 import System1Annotator
 
     source = NaturalReasoningSource(path=str(DATA / "natural_reasoning.jsonl"))
-    questions = source.load(ctx)
+    questions = source.load(ctx).slice(0, 4)  # the fifth has no Llama response
     p = pa.table({**{c: questions.column(c) for c in questions.column_names},
                   "trace_id": [f"{q}/0" for q in questions.column("question_id").to_pylist()]})
     ctx.source = source
-    out = RecordedSystem1Annotator().annotate(p, ctx)
+    out = System1Annotator(model="no-such-model").annotate(p, ctx)
     assert out.column("trace_id").equals(p.column("trace_id"))
-    answers = out.column("system1_answer").to_pylist()
-    assert answers[0] == "The average speed is 120 / 1.5 = 80 km/h." and answers[4] is None  # no Llama response
-    assert out.column("system1_correct").to_pylist() == [1.0, None, None, None, None]
-    assert ctx.stats["recorded"] == 4 and ctx.stats["graded"] == 1
+    assert out.column("system1_answer").to_pylist()[0] == "The average speed is 120 / 1.5 = 80 km/h."
+    assert out.column("system1_correct").to_pylist() == [1.0, None, None, None]
+    assert ctx.stats["recorded"] == 4

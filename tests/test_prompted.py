@@ -137,10 +137,10 @@ def test_judge_decides_from_grades_first_and_asks_only_the_rest(tmp_path, resolv
 
 def test_disagree_by_judge_keeps_what_the_judge_found_different(ctx):
     p = traces(4, models_agree=[1.0, 0.0, None, 0.0], correct=[1.0, 1.0, 1.0, 0.0])
-    sel = DisagreeSelector(by="judge", require_correct=False, fill=False)
+    sel = DisagreeSelector(fill=False)
     assert sel.requires == ("models_agree",)
     assert set(kept_ids(sel.select(p, 10, 0, ctx))) == {"q1/0", "q3/0"}
-    strict = DisagreeSelector(by="judge", fill=False)
+    strict = DisagreeSelector(require_correct=True, fill=False)
     assert set(strict.requires) == {"correct", "models_agree"}
     assert kept_ids(strict.select(p, 10, 0, ctx)) == ["q1/0"]
 
@@ -151,7 +151,7 @@ def test_pipeline_checks_annotator_order_and_backend_settings_before_any_work(tm
     pipe = Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1)
     profile = pm.profiles["embedded"].spec
     for name in ("naturalthoughts:strategy", "naturalthoughts:verbosity-high", "naturalthoughts:topic",
-                 "naturalthoughts:disagree-judge"):
+                 "naturalthoughts", "naturalthoughts:disagree-verified", "naturalthoughts:mix-difficulty"):
         pipe.validate(merge(profile, pm.recipes[name].spec))
     judge_first = merge(profile, {"annotators": [{"name": "judge"}, {"name": "verify"}, {"name": "system1"}],
                                   "selector": {"name": "disagree", "by": "judge"}})
@@ -203,7 +203,7 @@ def test_the_paper_scale_profile_validates_and_points_every_annotator_at_its_ser
     pm = Plugins()
     pipe = Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1)
     path = str(Path(__file__).resolve().parents[1] / "configs" / "paper" / "naturalthoughts.toml")
-    for name in ("naturalthoughts:disagree-judge", "naturalthoughts:random", "naturalthoughts:long",
+    for name in ("naturalthoughts", "naturalthoughts:random", "naturalthoughts:long",
                  "naturalthoughts:strategy", "naturalthoughts:topic", "naturalthoughts:verbosity-high",
                  "naturalthoughts:cluster", "limo"):
         spec = make_spec(pm, pm.recipes[name], {"profile": path}, None)

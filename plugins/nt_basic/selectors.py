@@ -26,10 +26,10 @@ class DisagreeSelector(Selector):
 
     class Settings(Settings):
         fill: bool = True  # top up with random complete traces when too few disagree (recorded)
-        require_correct: bool = True  # the teacher's own answer must verify
-        # verifier: the System-1 answer is graded wrong (needs a verifier); judge: the `judge` annotator
-        # found the two answers different (any question, as the paper judged with Llama-3.1-8B-Instruct)
-        by: Literal["verifier", "judge"] = "verifier"
+        # judge: the `judge` annotator found the two answers different (any question, as the paper judged with
+        # Llama-3.1-8B-Instruct, §4.2); verifier: the System-1 answer is graded wrong (needs a verifier; ours)
+        by: Literal["verifier", "judge"] = "judge"
+        require_correct: bool = False  # ours, not the paper's: the teacher's own answer must verify too
 
     def __init__(self, settings=None, **kw):
         super().__init__(settings, **kw)

@@ -5,6 +5,7 @@ System-1 answer: NaturalThoughts, Li et al. 2025, arXiv 2507.01921 §4.2)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Literal
 
@@ -28,8 +29,9 @@ SCHEMA = pa.schema([("trace_id", pa.string()), ("question_id", pa.string()), ("s
 
 class System1Annotator(Annotator):
     name = "system1"
-    version = "1"
-    description = "the student's direct (no-thinking, greedy) answer per question, graded by the source"
+    version = "2"
+    description = ("a direct (no-thinking) answer per question: the source's recorded one where it has one, else "
+                   "the model's greedy one; graded by the source")
     columns = ("system1_answer", "system1_correct")
 
     class Settings(Settings):
@@ -49,20 +51,34 @@ class System1Annotator(Annotator):
         # a teacher spec that answers instead of the local model (e.g. Llama-3.3-70B-Instruct behind an
         # OpenAI-compatible server, as the paper's System-1 model); the instruction goes in the user turn
         backend: dict | None = None
+        # a System-1 answer the source ships in a question's metadata (`system1_answer`: NaturalReasoning's
+        # Llama-3.3-70B-Instruct response, the one the paper compared R1 with, §4.2) is taken as is; only the
+        # questions without one are answered by the model
+        recorded: bool = True
 
     def nested(self):
         return {"backend": ("teacher", self.settings.backend)} if self.settings.backend else {}
 
     def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
-        s = self.settings
         qids, rows = first_rows(pool)
         questions = pool.take(rows).select(QUESTIONS.names)
-        texts = questions.column("question").to_pylist()
+        answers = recorded_answers(qids, questions) if self.settings.recorded else {}
+        ctx.stats["recorded"] = len(answers)
+        todo = [i for i, q in enumerate(qids) if q not in answers]
+        if todo:
+            asked = questions.take(todo)
+            answers.update(zip(asked.column("question_id").to_pylist(), self.answer(asked, ctx)))
+        return self.graded(pool, questions, qids, [answers[q] for q in qids], ctx)
+
+    def answer(self, questions: pa.Table, ctx: Context) -> list[str]:
+        """The model's direct answers to ``questions``, in order."""
+        s = self.settings
+        qids, texts = questions.column("question_id").to_pylist(), questions.column("question").to_pylist()
         if s.backend:
             prompts = [f"{s.system_prompt}\n\n{t}" if s.system_prompt else t for t in texts]
             answers, stats = ask(ctx, s.backend, qids, prompts, lambda reply: reply.strip(), s.max_new_tokens)
             ctx.stats.update(stats)
-            return self.graded(pool, questions, qids, [a or "" for a in answers], ctx)
+            return [a or "" for a in answers]
         # shards are keyed by question id here (the run_sharded contract calls them trace ids)
         batches = [qids[i:i + s.batch_size] for i in range(0, len(qids), s.batch_size)]
         model: ChatModel | None = None
@@ -89,7 +105,7 @@ class System1Annotator(Annotator):
         with progress.task(f"system1 ({s.model})", total=len(qids)) as advance:
             answered, _ = run_sharded(batches, ctx.scratch, run_batch, SCHEMA, advance)
         ctx.stats["generated_tokens"] = done["tokens"]
-        return self.graded(pool, questions, qids, answered.column("system1_answer").to_pylist(), ctx)
+        return answered.column("system1_answer").to_pylist()
 
     @staticmethod
     def graded(pool, questions, qids, answers, ctx) -> pa.Table:
@@ -104,3 +120,16 @@ class System1Annotator(Annotator):
                 "system1_correct": pa.array([None if c is None else float(c) for _, c in per_trace], pa.float64()),
             }
         )
+
+
+def recorded_answers(qids: list[str], questions: pa.Table) -> dict[str, str]:
+    """{question id: System-1 answer} for the questions whose metadata carries one."""
+    out = {}
+    for qid, meta in zip(qids, questions.column("metadata").to_pylist()):
+        try:
+            answer = json.loads(meta or "{}").get("system1_answer")
+        except (json.JSONDecodeError, AttributeError):
+            raise ValueError(f"system1: question {qid}: metadata is not a JSON object") from None
+        if answer is not None:
+            out[qid] = answer
+    return out

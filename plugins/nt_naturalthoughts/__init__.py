@@ -7,7 +7,7 @@ paper's selection and System-1/System-2 mixing experiments.
 
 import nt_harness
 from nt_harness.recipes import Recipe
-from nt_naturalthoughts.annotators import EmbedAnnotator, RecordedSystem1Annotator, build_minilm
+from nt_naturalthoughts.annotators import EmbedAnnotator, build_minilm
 from nt_naturalthoughts.prompted import JudgeAnnotator, StrategiesAnnotator, TopicAnnotator, VerbosityAnnotator
 from nt_naturalthoughts.selectors import (
     ClusterUniformSelector,
@@ -21,15 +21,19 @@ from nt_naturalthoughts.selectors import (
 from nt_naturalthoughts.source import NaturalReasoningSource
 
 LENGTH = {"name": "length"}
-DISAGREE_ANNOTATORS = [{"name": "verify"}, {"name": "system1"}, LENGTH]
+# Models-disagree as the paper decides it (§3.2, §4.2): a judge (Llama-3.1-8B-Instruct) is asked whether R1's answer
+# and the System-1 answer (Llama-3.3-70B-Instruct's, recorded in NaturalReasoning) agree; no correctness filter.
+# The `judge` annotator lets graded answers decide where grades settle it (ours: exact where a verifier exists;
+# `use_verifier = false` asks the judge every time, as the paper).
+DISAGREE_ANNOTATORS = [{"name": "verify"}, {"name": "system1"}, {"name": "judge"}, LENGTH]
 DISAGREE = {"annotators": DISAGREE_ANNOTATORS, "selector": {"name": "disagree"}}
+# Ours, not the paper's: disagreement by the verifier's grades, and only traces whose own answer is right.
+DISAGREE_VERIFIED = {"annotators": [{"name": "verify"}, {"name": "system1"}, LENGTH],
+                     "selector": {"name": "disagree", "by": "verifier", "require_correct": True}}
 RANDOM = {"annotators": [LENGTH], "selector": {"name": "random"}}
 
 STRATEGY = {"annotators": [LENGTH, {"name": "strategies"}], "selector": {"name": "strategy-diverse"}}
 VERBOSITY_HIGH = {"annotators": [LENGTH, {"name": "verbosity"}], "selector": {"name": "verbosity", "level": "high"}}
-# The paper's own disagreement test: an LLM judge compares the two answers (graded ones decide first).
-DISAGREE_JUDGE = {"annotators": [{"name": "verify"}, {"name": "system1"}, {"name": "judge"}, LENGTH],
-                  "selector": {"name": "disagree", "by": "judge", "require_correct": False}}
 
 
 def mixed(mixing: dict, annotators: list[dict]) -> dict:
@@ -44,7 +48,7 @@ def register_sources(register):
 
 @nt_harness.hookimpl
 def register_annotators(register):
-    for cls in (EmbedAnnotator, RecordedSystem1Annotator, TopicAnnotator, StrategiesAnnotator, VerbosityAnnotator,
+    for cls in (EmbedAnnotator, TopicAnnotator, StrategiesAnnotator, VerbosityAnnotator,
                 JudgeAnnotator):
         register(cls)
 
@@ -64,12 +68,14 @@ def register_selectors(register):
 @nt_harness.hookimpl
 def register_recipes(register):
     # The paper's best selection at 10k-100k examples is "models disagree" (arXiv 2507.01921 §3.2, Table 1):
-    # questions where a System-1 answer (Llama-3.3-70B, no thinking) differs from R1's.
-    register(Recipe("naturalthoughts", "NaturalThoughts' best: traces where a System-1 model disagrees", DISAGREE))
+    # questions where a System-1 answer (Llama-3.3-70B, no thinking) differs from R1's, as a judge decides.
+    register(Recipe("naturalthoughts", "NaturalThoughts' best: traces whose answer a System-1 model's answer "
+                                       "disagrees with, as a judge decides; no correctness filter (§3.2)", DISAGREE))
     register(Recipe("naturalthoughts:disagree", "models-disagree selection (same as `naturalthoughts`)", DISAGREE))
+    register(Recipe("naturalthoughts:disagree-verified",
+                    "ours, not the paper's: the System-1 answer is graded wrong and the teacher's graded right "
+                    "(needs a verifier for every question)", DISAGREE_VERIFIED))
     register(Recipe("naturalthoughts:random", "NaturalThoughts' random-selection baseline", RANDOM))
-    register(Recipe("naturalthoughts:disagree-judge",
-                    "models-disagree decided by an LLM judge where no verifier settles it (§4.2)", DISAGREE_JUDGE))
     register(Recipe("naturalthoughts:topic", "uniform over question topics, LLM-labelled where the source has none (§3.2)",
                     {"annotators": [LENGTH, {"name": "topic"}], "selector": {"name": "topic-uniform"}}))
     register(Recipe("naturalthoughts:strategy", "traces with 4-8 distinct LLM-labelled reasoning strategies (§3.2)",

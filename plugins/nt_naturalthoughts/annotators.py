@@ -8,7 +8,6 @@ any Hugging Face model folder (default: the student), and the clustering is scik
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -111,37 +110,3 @@ class EmbedAnnotator(Annotator):
         return pa.table({"trace_id": pool.column("trace_id"),
                          "cluster": pa.array([by_question[q] for q in pool.column("question_id").to_pylist()],
                                              pa.int32())})
-
-
-class RecordedSystem1Annotator(Annotator):
-    """The models-disagree input for sources that ship a System-1 answer (NaturalReasoning's
-    Llama-3.3-70B-Instruct response, kept by the `natural_reasoning` source in ``metadata``), graded by the
-    source's verifier instead of generating one with a local model."""
-
-    name = "recorded-system1"
-    version = "1"
-    description = "the System-1 answer recorded in the question's metadata, graded by the source's verifier"
-    columns = ("system1_answer", "system1_correct")
-
-    def annotate(self, pool: pa.Table, ctx: Context) -> pa.Table:
-        qids, rows = first_rows(pool)
-        questions = pool.take(pa.array(rows, pa.int64()))
-        answers = []
-        for qid, meta in zip(qids, questions.column("metadata").to_pylist()):
-            try:
-                answers.append(json.loads(meta or "{}").get("system1_answer"))
-            except (json.JSONDecodeError, AttributeError):
-                raise ValueError(f"recorded-system1: question {qid}: metadata is not a JSON object") from None
-        if ctx.source is None:
-            raise RuntimeError("annotator 'recorded-system1' needs the pipeline's source for its verifier")
-        scores = ctx.source.score(questions, [a or "" for a in answers])
-        scores = [None if a is None else s for a, s in zip(answers, scores)]
-        ctx.stats.update(questions=len(qids), recorded=sum(a is not None for a in answers),
-                         graded=sum(s is not None for s in scores), correct=sum(1 for s in scores if s and s >= 1.0))
-        by_question = dict(zip(qids, zip(answers, scores)))
-        per_trace = [by_question[q] for q in pool.column("question_id").to_pylist()]
-        return pa.table({
-            "trace_id": pool.column("trace_id"),
-            "system1_answer": pa.array([a for a, _ in per_trace], pa.string()),
-            "system1_correct": pa.array([None if c is None else float(c) for _, c in per_trace], pa.float64()),
-        })
