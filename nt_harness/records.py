@@ -5,7 +5,10 @@ question  one problem: stable ``question_id`` (hash of source + text), ``questio
           source's verifier needs).
 trace     one teacher sample for a question: ``trace_id`` = ``question_id/sample``, the teacher's
           ``thinking`` and final ``answer``, ``complete`` (thinking ended on its own, not cut off),
-          ``finish_reason`` and token counts.
+          ``finish_reason`` and token counts. Optional: ``reasoning_tokens`` (int32, null where unknown), the
+          teacher's own count of the thinking's tokens (hf and vllm count what they generated before the end
+          of thinking; openai takes the server's usage count); `conform` keeps it as an extra column and the
+          `length` annotator prefers it to re-tokenizing.
 selection every trace of the pool with ``kept`` and ``reason`` (why kept or dropped) and ``rank``
           (order of choice; -1 when dropped).
 annotation ``trace_id`` plus the columns an annotator adds (e.g. ``thinking_tokens``, ``correct``).

@@ -326,4 +326,31 @@ def test_answer_from_source_keeps_the_response_as_thinking(teacher, models, ques
     rows = table.to_pylist()
     assert sorted(r["answer"] for r in rows) == ["", "<answer>42</answer>", "<answer>42</answer>"]
     assert all(r["thinking"] for r in rows)  # the whole response
+    assert all(r["reasoning_tokens"] == r["completion_tokens"] for r in rows)
     assert not any(r["complete"] for r in rows if not r["answer"])  # no answer read: incomplete
+
+
+def test_reasoning_tokens_count_the_generated_thinking(teacher, tiny, models, questions, tmp_path):
+    """reasoning_tokens is the number of ids the model wrote before the end of its thinking. A think_end the model
+    writes as its 5th and 6th greedy tokens makes the thinking its first four: the teacher's count is 4, and so is
+    the tokenizer's count of the thinking text."""
+    one = questions.slice(0, 1)
+    model = ChatModel(tiny, threads=1)
+    prompt = model.chat_prompt(QUESTION_TEXTS[0], HFTeacher.Settings().system_prompt, "<think>\n")
+    ids = model.complete([prompt], 12, Sampling(), seed=0)[0].token_ids
+    think_end = model.decode(ids[4:6])
+    assert think_end.strip() and think_end not in model.decode(ids[:4])
+    row = teacher(max_new_tokens=12, temperature=0, think_end=think_end, force_answer=None, stop=[])
+    row = conform(row.generate(one, make_ctx(tmp_path, models)), TRACES, "hf").to_pylist()[0]
+    assert row["thinking"] == model.decode(ids[:4]).strip() and row["answer"]
+    assert row["reasoning_tokens"] == 4 == len(model.encode(row["thinking"]))
+    assert row["completion_tokens"] == 12
+
+
+def test_reasoning_tokens_when_the_thinking_does_not_close(teacher, tiny_early_eos, models, questions, tmp_path):
+    cut = teacher().generate(questions, make_ctx(tmp_path / "cut", models))  # cut off at 6 tokens: all thinking
+    assert cut.column("reasoning_tokens").to_pylist() == [6] * 3
+    folder, thinking_ids = tiny_early_eos  # EOS after 3 tokens, then a forced answer: the 3 are the thinking
+    forced = teacher(model=folder, max_new_tokens=12, temperature=0, force_answer="\n</think>\n", answer_max_tokens=5)
+    row = forced.generate(questions.slice(0, 1), make_ctx(tmp_path / "forced", models)).to_pylist()[0]
+    assert row["reasoning_tokens"] == len(thinking_ids) == 3 < row["completion_tokens"]

@@ -36,9 +36,9 @@ from nt_harness.plugins import Plugins  # noqa: E402
 from nt_harness.progress import Progress  # noqa: E402
 from nt_harness.records import QUESTIONS, TRACES, conform, question_id  # noqa: E402
 from nt_harness.store import Store  # noqa: E402
-from nt_openai.client import Choice  # noqa: E402
+from nt_openai.client import Choice, Reply  # noqa: E402
 from nt_openai.llamacpp import serve  # noqa: E402
-from nt_openai.teacher import OpenAITeacher, read_choice, split_tokens  # noqa: E402
+from nt_openai.teacher import OpenAITeacher, read_choice, reported_reasoning, split_tokens  # noqa: E402
 
 SUMS = [(2, 3), (7, 5), (11, 4), (9, 9), (6, 8), (13, 21), (4, 40), (15, 27)]
 THINK = "Think step by step inside <think></think> tags, then answer."
@@ -226,6 +226,46 @@ def test_split_tokens_shares_the_billed_total():
     assert split_tokens(7, [Choice("x", None, "stop")]) == [7]
 
 
+def deepseek_reply(reasoning_tokens: int | None, n: int = 1):
+    """A chat completion as DeepSeek's API returns one (reasoning_content beside the answer, usage with
+    completion_tokens_details), parsed by the openai SDK's own response type."""
+    from openai.types.chat import ChatCompletion
+
+    details = None if reasoning_tokens is None else {"reasoning_tokens": reasoning_tokens}
+    return ChatCompletion.model_validate({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "deepseek-reasoner",
+        "choices": [{"index": i, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "<answer>5</answer>", "reasoning_content": "2 + 3 is 5."}} for i in range(n)],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 30 * n, "total_tokens": 20 + 30 * n,
+                  "completion_tokens_details": details}})
+
+
+def test_reasoning_tokens_from_the_servers_usage():
+    """llama.cpp's server (the one these tests run) sends no completion_tokens_details, so the parsing is tested
+    on the openai SDK's response types: usage.completion_tokens_details.reasoning_tokens is one trace's count when
+    the request had one choice and the count agrees with the text."""
+    from openai.types import CompletionUsage
+    from openai.types.completion_usage import CompletionTokensDetails
+
+    assert reported_reasoning(deepseek_reply(22).usage, 1, "2 + 3 is 5.") == 22
+    assert reported_reasoning(deepseek_reply(None).usage, 1, "2 + 3 is 5.") is None  # not sent
+    assert reported_reasoning(deepseek_reply(44, n=2).usage, 2, "2 + 3 is 5.") is None  # two choices' sum
+    assert reported_reasoning(deepseek_reply(22).usage, 1, "") is None  # hidden reasoning: not the trace's thinking
+    zero = CompletionUsage(prompt_tokens=5, completion_tokens=9, total_tokens=14,
+                           completion_tokens_details=CompletionTokensDetails(reasoning_tokens=0))
+    assert reported_reasoning(zero, 1, "tagged thinking the server did not parse") is None
+    assert reported_reasoning(zero, 1, "") == 0
+    assert reported_reasoning(None, 1, "x") is None
+
+    # a teacher row takes the count from the usage the reply carries
+    completion = deepseek_reply(22)
+    reply = Reply([Choice(c.message.content, c.message.reasoning_content, c.finish_reason) for c in completion.choices],
+                  20, 30, attempts=1)
+    reply.usage = completion.usage  # the response's usage, as the teacher reads it from a reply that carries it
+    row = teacher("http://unused/v1")._rows(question_rows()[0], 0, 1, reply)[0]
+    assert (row["thinking"], row["reasoning_tokens"], row["completion_tokens"]) == ("2 + 3 is 5.", 22, 30)
+
+
 # --- against the real server -------------------------------------------------------------------------------
 
 def test_generation_through_the_pipeline(server_url, tmp_path):
@@ -247,6 +287,7 @@ def test_generation_through_the_pipeline(server_url, tmp_path):
     # 16 tokens cut most samples off inside their thinking: incomplete and without an answer
     incomplete = [r for r in table.to_pylist() if not r["complete"]]
     assert incomplete and all(r["answer"] == "" and r["finish_reason"] == "length" for r in incomplete)
+    assert table.column("reasoning_tokens").null_count == 16  # llama.cpp reports no completion_tokens_details
     stats = pool.manifest["stats"]
     assert stats["requests"] == 8 and stats["answered"] == 16 and stats["failed"] == {} and stats["retries"] == 0
     expected = (stats["billed_prompt_tokens"] * 0.55 + stats["billed_completion_tokens"] * 2.19) / 1e6

@@ -3,6 +3,7 @@
 import pyarrow as pa
 import pytest
 
+from nt_basic.annotators import LengthAnnotator
 from nt_basic.selectors import DisagreeSelector, RandomSelector
 from nt_harness.records import SELECTION
 from nt_limo.selector import LimoSelector, chain_scores
@@ -83,3 +84,33 @@ def test_limo_keeps_hard_but_solvable_questions_first(ctx):
         "q1": "kept: fill (best chain of an easy question)",
         "q2": "kept: fill (best unverified chain)",  # no correct chain: only to keep budgets equal
     }
+
+
+def test_length_counts_in_the_teachers_tokens_where_the_pool_has_them(ctx, resolve):
+    """The `long` selector's l: the teacher's reasoning_tokens where the pool has them (the answer is the rest of
+    its completion), a tokenizer's count of the text elsewhere; the stats say which rows came from which."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve("tiny-llama"))
+    n_thinking, n_answer = (len(tok(t, add_special_tokens=False)["input_ids"])
+                            for t in ("let me think", "<answer>1</answer>"))
+    ctx.resolve_model = resolve
+    p = pool(2, completion_tokens=[10, 10, 5, 10], reasoning_tokens=pa.array([7, None, 0, None], pa.int32()))
+    out = LengthAnnotator(tokenizer="tiny-llama").annotate(p, ctx)
+    assert out.column("thinking_tokens").to_pylist() == [7, n_thinking, 0, n_thinking]
+    assert out.column("answer_tokens").to_pylist() == [3, n_answer, 5, n_answer]
+    assert ctx.stats["counted_by"] == {"teacher": 2, "tokenizer tiny-llama": 2}
+    assert ctx.stats["summary"] == "lengths in teacher tokens (2), else tiny-llama tokens (2)"
+
+    ctx.stats.clear()
+    out = LengthAnnotator(tokenizer="tiny-llama", count="tokenizer").annotate(p, ctx)
+    assert out.column("thinking_tokens").to_pylist() == [n_thinking] * 4
+    assert ctx.stats["counted_by"] == {"teacher": 0, "tokenizer tiny-llama": 4}
+    assert ctx.stats["summary"] == "lengths in tiny-llama tokens"
+
+    ctx.stats.clear()
+    ctx.resolve_model = None  # every row has the teacher's count: no tokenizer is loaded
+    out = LengthAnnotator().annotate(p.filter(pa.array([True, False, True, False])), ctx)
+    assert out.column("thinking_tokens").to_pylist() == [7, 0]
+    assert ctx.stats["counted_by"] == {"teacher": 2, "tokenizer smollm2": 0}
+    assert ctx.stats["summary"] == "lengths in teacher tokens"

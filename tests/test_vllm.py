@@ -22,11 +22,12 @@ from pydantic import ValidationError
 from nt_harness.components import Context
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.records import QUESTIONS, TRACES, question_id, trace_id
+from nt_harness.records import QUESTIONS, question_id, trace_id
 from nt_harness.seeds import request_seed
 from nt_harness.shards import run_sharded
 from nt_lmeval import LMEvalBenchmark
-from nt_vllm.teacher import MISSING, VLLMTeacher, read_completion, replica_devices, visible_gpus
+from nt_vllm.teacher import (MISSING, VLLM_TRACES, VLLMTeacher, read_completion, replica_devices,
+                             visible_gpus)
 
 
 def question_table(k: int = 3) -> pa.Table:
@@ -68,7 +69,8 @@ def test_missing_vllm_names_the_extra(tmp_path, monkeypatch):
 
 def fake_rows(questions: pa.Table) -> list[dict]:
     return [{**q, "trace_id": trace_id(q["question_id"], k), "teacher": "m", "sample": k, "thinking": "t",
-             "answer": "a", "complete": True, "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 3}
+             "answer": "a", "complete": True, "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 3,
+             "reasoning_tokens": 1}
             for q in questions.to_pylist() for k in range(2)]
 
 
@@ -81,8 +83,8 @@ def test_fully_resumed_run_needs_no_engine(tmp_path, monkeypatch):
     ctx.scratch.mkdir(parents=True)
     rows = fake_rows(questions)
     # 3 requests (n=2 each) in shards of 2 requests: 4 + 2 traces
-    pq.write_table(pa.Table.from_pylist(rows[:4], schema=TRACES), ctx.scratch / "batch-000000.parquet")
-    pq.write_table(pa.Table.from_pylist(rows[4:], schema=TRACES), ctx.scratch / "batch-000001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[:4], schema=VLLM_TRACES), ctx.scratch / "batch-000000.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[4:], schema=VLLM_TRACES), ctx.scratch / "batch-000001.parquet")
     table = teacher.generate(questions, ctx)
     assert table.to_pylist() == rows
     assert ctx.stats["shards_resumed"] == 2 and ctx.stats["generated_tokens"] == 0
@@ -133,11 +135,11 @@ def test_data_parallel_replicas_fail_loudly_and_resume(tmp_path, monkeypatch):
     ctx = make_ctx(tmp_path)
     ctx.scratch.mkdir(parents=True)
     rows = fake_rows(questions)
-    pq.write_table(pa.Table.from_pylist(rows[:4], schema=TRACES), ctx.scratch / "batch-000000.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[:4], schema=VLLM_TRACES), ctx.scratch / "batch-000000.parquet")
     with pytest.raises(RuntimeError, match="replica 1 exited with code 1"):  # shard 1 is replica 1's: no vLLM
         teacher.generate(questions, ctx)
     assert (ctx.scratch / "batch-000000.parquet").exists() and not (ctx.scratch / "batch-000001.parquet").exists()
-    pq.write_table(pa.Table.from_pylist(rows[4:], schema=TRACES), ctx.scratch / "batch-000001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[4:], schema=VLLM_TRACES), ctx.scratch / "batch-000001.parquet")
     table = teacher.generate(questions, ctx)
     assert table.to_pylist() == rows
     assert ctx.stats["shards"] == 2 and ctx.stats["shards_resumed"] == 2 and ctx.stats["generated_tokens"] == 0
@@ -149,6 +151,30 @@ def test_cut_off_thinking_is_incomplete_with_no_answer():
     assert read_completion("<think>a</think> 42", "stop", "<think>", "</think>") == ("a", "42", True)
     assert read_completion("just 42", "stop", "<think>", "</think>") == ("", "just 42", True)
     assert read_completion("just 4", "length", "<think>", "</think>") == ("just 4", "", False)
+
+
+def test_reasoning_tokens_are_the_ids_before_the_end_of_thinking(resolve):
+    """A trace's reasoning_tokens counts the engine's token ids up to think_end (all of them when cut off inside
+    the thinking), with the model's tokenizer. The RequestOutput here is a stand-in with vLLM's field names: vLLM is
+    not installed in this venv (the slow test checks the real engine's rows)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve("tiny-llama"))
+    thinking = tok.encode(" 2 and 3 make 5.", add_special_tokens=False)
+    closed = thinking + tok.encode("</think> <answer>5</answer>", add_special_tokens=False)
+    cut = tok.encode(" 2 and 3", add_special_tokens=False)
+
+    def completion(i, ids, finish):
+        return SimpleNamespace(index=i, token_ids=ids, text=tok.decode(ids), finish_reason=finish)
+
+    out = SimpleNamespace(prompt_token_ids=[1, 2], outputs=[completion(0, closed, "stop"), completion(1, cut, "length")])
+    question = question_table(1).to_pylist()[0]
+    rows = VLLMTeacher(model="m", prefill="<think>\n")._rows(question, 0, out, tok)
+    assert [(r["thinking"], r["complete"]) for r in rows] == [("2 and 3 make 5.", True), ("2 and 3", False)]
+    assert [r["reasoning_tokens"] for r in rows] == [len(thinking), len(cut)]
+    assert [r["completion_tokens"] for r in rows] == [len(closed), len(cut)]
 
 
 def test_request_seeds_do_not_depend_on_batching():
@@ -297,6 +323,8 @@ def test_vllm_cpu_killed_and_resumed_equals_uninterrupted(vllm_python, resolve, 
     assert all(r["finish_reason"] in ("stop", "length") for r in rows)
     assert all(r["answer"] == "" for r in rows if not r["complete"])
     assert all(r["finish_reason"] == "length" for r in rows if not r["complete"])
+    assert all(0 <= r["reasoning_tokens"] <= r["completion_tokens"] for r in rows)
+    assert all(r["reasoning_tokens"] == r["completion_tokens"] for r in rows if not r["complete"])
     by_q = {}
     for r in rows:
         by_q.setdefault(r["question_id"], []).append(r["thinking"] + r["answer"])

@@ -4,6 +4,9 @@ Questions are ordered by prompt length (less padding) and cut into fixed batches
 samples together so they share the prompt's prefill; each batch is seeded from (seed, batch index) and saved
 as a shard in ctx.scratch, so a killed run resumes where it stopped and ends with exactly the table an
 uninterrupted run would have written (rows in question order).
+
+Each trace also records ``reasoning_tokens``: how many of the tokens the model generated came before the end of
+its thinking, counted on the generated ids (records.py: the optional column; the `length` annotator prefers it).
 """
 
 from __future__ import annotations
@@ -33,11 +36,35 @@ THINK_STEP_BY_STEP = (
 # opening tag the question asks for gives an <answer> in ~80 % of samples, against ~25 % when only
 # "\n</think>\n" is forced. For sources with another answer format set force_answer accordingly.
 FORCE_ANSWER_TAG = "\n</think>\n<answer>"
+# TRACES plus the teacher's own count of the thinking's tokens
+HF_TRACES = pa.schema(list(TRACES) + [("reasoning_tokens", pa.int32())])
+
+
+def thinking_token_count(decode, token_ids: list[int], prefix: str, think_start: str, think_end: str) -> int:
+    """How many of the generated ``token_ids`` (continuing ``prefix``, the prefill) come before the end of the
+    thinking, read as split_trace reads the text: all of them when think_end never follows think_start, none when
+    neither tag is there (all answer). Counted on the ids, not by re-tokenizing the text: re-tokenizing need not
+    give the ids the model wrote. ``decode`` turns ids into text; a binary search over prefixes finds the last
+    token that ends before think_end starts."""
+    text = prefix + decode(token_ids)
+    start = text.find(think_start)
+    end = text.find(think_end, start + len(think_start) if start >= 0 else 0)
+    if end < 0:
+        return len(token_ids) if start >= 0 else 0
+    chars = end - len(prefix)  # think_end's offset in the generated text; < 0: the prefill closed the thinking
+    lo, hi = 0, len(token_ids)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(decode(token_ids[:mid])) <= chars:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 class HFTeacher(Teacher):
     name = "hf"
-    version = "1"
+    version = "2"  # 2: reasoning_tokens
     description = "reasoning traces from a local transformers model (CPU or GPU), batched and resumable"
 
     class Settings(Settings):
@@ -99,6 +126,7 @@ class HFTeacher(Teacher):
             # thinking ended on its own (think_end written, or EOS), not cut off by max_new_tokens
             ended = [c.stopped or s.think_end in t for c, t in zip(first, texts)]
             finals = list(first)
+            forced: list[int] = []
             if s.force_answer is not None:
                 # ended without closing its thinking and without having answered (a stop string)
                 forced = [j for j, c in enumerate(first) if s.think_end not in texts[j] and not c.at_stop_string
@@ -123,6 +151,13 @@ class HFTeacher(Teacher):
             for j, q in enumerate(rows_q):
                 thinking, answer = split[j]
                 generated = len(first[j].token_ids) + (len(finals[j].token_ids) if finals[j] is not first[j] else 0)
+                if s.answer_from == "source":  # the whole response is the thinking
+                    reasoning = generated
+                elif j in forced:  # ended without think_end: all it wrote before the forced answer is thinking
+                    reasoning = len(first[j].token_ids)
+                else:
+                    reasoning = thinking_token_count(model.decode, first[j].token_ids, s.prefill, s.think_start,
+                                                     s.think_end)
                 rows.append({
                     **qrows[q],
                     "trace_id": ids[i][j],
@@ -134,15 +169,16 @@ class HFTeacher(Teacher):
                     "finish_reason": "stop" if finals[j].stopped else "length",
                     "prompt_tokens": len(prompts[q]),
                     "completion_tokens": generated,
+                    "reasoning_tokens": reasoning,
                 })
                 done["tokens"] += generated
             done["seconds"] += time.perf_counter() - started
             advance(0, info=f"{done['tokens'] / max(done['seconds'], 1e-9):.0f} tok/s")
-            return pa.Table.from_pylist(rows, schema=TRACES)
+            return pa.Table.from_pylist(rows, schema=HF_TRACES)
 
         progress = ctx.progress or Progress(disable=True)
         with progress.task(f"teacher hf ({s.model})", total=len(qrows) * s.n) as advance:
-            table, reused = run_sharded(ids, ctx.scratch, run_batch, TRACES, advance)
+            table, reused = run_sharded(ids, ctx.scratch, run_batch, HF_TRACES, advance)
         position = {trace_id(q["question_id"], k): i * s.n + k for i, q in enumerate(qrows) for k in range(s.n)}
         table = table.take(np.argsort([position[t] for t in table.column("trace_id").to_pylist()], kind="stable"))
         ctx.stats.update(

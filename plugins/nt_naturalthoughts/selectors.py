@@ -42,9 +42,13 @@ def finish(d: Decisions, ctx, question, complete, budget, rng, fill: bool) -> pa
 
 # selectors ---------------------------------------------------------------------------------------------
 class LongSelector(Selector):
+    """l is ``thinking_tokens`` from the `length` annotator: the teacher's own count where the pool has one (the
+    unit the paper's C = 5000 is in), else a tokenizer's; the annotator's ``counted_by`` stat says which."""
+
     name = "long"
     version = "1"
-    description = "length-biased: keep with p = (l/C)^τ on thinking tokens (NaturalThoughts §3.2), then fill"
+    description = ("length-biased: keep with p = (l/C)^τ on thinking tokens, the teacher's where the pool has them "
+                   "(NaturalThoughts §3.2), then fill")
     requires = ("thinking_tokens",)
 
     class Settings(Settings):

