@@ -176,7 +176,7 @@ def test_two_runs_cannot_share_a_store_at_once(tmp_path):
         (["run", "random", "--set", "trainer.lr=fast"], "trainer.lr"),
         (["run", "random", "--set", "selector.name=nope"], "unknown selector 'nope'"),
         (["run", "random", "--budget", "x"], "--budget 'x'"),
-        (["run", "naturalthoughts", "--set", "annotators.system1.name=length"], "needs column(s) system1_correct"),
+        (["run", "naturalthoughts", "--set", "annotators.system1.name=length"], "needs column(s) system1_answer, system1_correct"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):

@@ -260,8 +260,7 @@ def test_reasoning_tokens_from_the_servers_usage():
     # a teacher row takes the count from the usage the reply carries
     completion = deepseek_reply(22)
     reply = Reply([Choice(c.message.content, c.message.reasoning_content, c.finish_reason) for c in completion.choices],
-                  20, 30, attempts=1)
-    reply.usage = completion.usage  # the response's usage, as the teacher reads it from a reply that carries it
+                  20, 30, attempts=1, usage=completion.usage)
     row = teacher("http://unused/v1")._rows(question_rows()[0], 0, 1, reply)[0]
     assert (row["thinking"], row["reasoning_tokens"], row["completion_tokens"]) == ("2 + 3 is 5.", 22, 30)
 

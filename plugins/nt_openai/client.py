@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import openai
 from aiolimiter import AsyncLimiter
@@ -41,6 +42,7 @@ class Reply:
     completion_tokens: int = 0  # as billed: all choices together, per the server's own accounting
     attempts: int = 0
     error: str | None = None  # the failure's kind, when the request failed after its retries
+    usage: Any = None  # the server's usage object, for what it reports beyond the counts (reasoning tokens)
 
 
 def retryable(exc: BaseException) -> bool:
@@ -140,7 +142,8 @@ class Caller:
         if not choices:
             raise EmptyReply()
         usage = response.usage
-        reply = Reply(choices, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+        reply = Reply(choices, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
+                      usage=usage)
         await self._charge_tokens(reply.completion_tokens)
         return reply
 

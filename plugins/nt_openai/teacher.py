@@ -256,7 +256,7 @@ class OpenAITeacher(Teacher):
             raise RuntimeError(f"teacher openai: asked for n={count} and got {len(reply.choices)} choice(s); "
                                f"this server ignores n: set use_n = false")
         tokens = split_tokens(reply.completion_tokens, reply.choices)
-        usage = getattr(reply, "usage", None)  # the response's usage object, where the client keeps it
+        usage = reply.usage
         rows = []
         for b, choice, completion in zip(base, reply.choices, tokens):
             thinking, answer, complete = read_choice(choice, s.think_start, s.think_end)
