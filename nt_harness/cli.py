@@ -18,8 +18,8 @@ from nt_harness import __version__, leaderboard
 from nt_harness.pipeline import STAGES, Pipeline
 from nt_harness.plugins import PluginError, Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import (Profile, Recipe, SpecError, apply_defaults, apply_sets, merge, profile_from_file,
-                                 recipe_from_file)
+from nt_harness.recipes import (Profile, Recipe, SpecError, at_budget, apply_defaults, apply_sets, merge,
+                                 profile_from_file, recipe_from_file)
 from nt_harness.store import Store, StoreLocked, library_versions
 
 console = Console(width=None if sys.stdout.isatty() else 220)  # logs keep the whole table
@@ -60,8 +60,23 @@ def parse_budgets(text: str | None) -> list[int | None]:
 
 
 def make_spec(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None) -> dict:
+    """Profile, then recipe, then the command line; each layer's ``by_budget`` entry for the run's budget
+    joins its own layer (a recipe's own epochs beat the profile's per-budget ones), so the budget is found first."""
     profile_name = recipe.spec.get("profile") or opts["profile"]
-    spec = merge(resolve_profile(pm, profile_name).spec, {k: v for k, v in recipe.spec.items() if k != "profile"})
+    profile = resolve_profile(pm, profile_name).spec
+    own = {k: v for k, v in recipe.spec.items() if k != "profile"}
+    size = command_line(pm, recipe, opts, budget, merge(profile, own)).get("budget")
+    spec = apply_defaults(command_line(pm, recipe, opts, budget,
+                                       merge(at_budget(profile, size), at_budget(own, size))))
+    for key in ("source", "teacher", "selector", "trainer", "student", "budget"):
+        if key not in spec:
+            raise SpecError(f"recipe {recipe.name!r} with profile {profile_name!r}: no {key} given")
+    return spec
+
+
+def command_line(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None, spec: dict) -> dict:
+    """The command line's flags and ``--set`` overrides on ``spec``."""
+    spec = dict(spec)
     if budget is not None:
         spec["budget"] = budget
     elif opts.get("native_budget") and recipe.native_budget:
@@ -85,11 +100,7 @@ def make_spec(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None) -> di
         spec["benchmarks"] = benches
     if opts.get("seed") is not None:
         spec["seed"] = opts["seed"]
-    spec = apply_defaults(apply_sets(spec, list(opts.get("set") or ())))
-    for key in ("source", "teacher", "selector", "trainer", "student", "budget"):
-        if key not in spec:
-            raise SpecError(f"recipe {recipe.name!r} with profile {profile_name!r}: no {key} given")
-    return spec
+    return apply_sets(spec, list(opts.get("set") or ()))
 
 
 def run_options(f):
@@ -122,7 +133,8 @@ def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, bas
     pm = plugins()
     store = Store(opts["workdir"])
     budgets = parse_budgets(opts.get("budget"))
-    chosen = [resolve_recipe(pm, r) for r in recipes]
+    aliases = resolve_profile(pm, opts["profile"]).recipes
+    chosen = [resolve_recipe(pm, aliases.get(r, r)) for r in recipes]
     specs = [(r, b, make_spec(pm, r, opts, b)) for b in budgets for r in chosen]  # validate all first
     runs = []
     with store.locked(), Progress(err, disable=opts.get("quiet", False)) as progress:

@@ -18,7 +18,9 @@ LISTS = ("annotators", "benchmarks")  # several components each
 SCALARS = ("student", "budget", "seed", "native_budget")
 # defaults: settings per section and component name, used wherever a recipe names that component, e.g. a
 # profile's {"annotators": {"judge": {"backend": {...}}}} points every recipe's judge at one server
-KEYS = SECTIONS + LISTS + SCALARS + ("mixing", "defaults")
+# by_budget: settings per budget, e.g. {"1000": {"trainer": {"epochs": 10}}}; a run takes the entry of the largest
+# budget not above its own (a step function), so a budget sweep trains each size as its paper did
+KEYS = SECTIONS + LISTS + SCALARS + ("mixing", "defaults", "by_budget")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Profile:
     name: str
     description: str
     spec: dict = field(default_factory=dict)
+    # what a recipe name means in this setting, e.g. {"limo": "limo:released"}: at paper scale a baseline's
+    # row is its released data, as the paper compared them
+    recipes: dict = field(default_factory=dict)
 
 
 class SpecError(ValueError):
@@ -68,8 +73,11 @@ def profile_from_file(path: str | Path) -> Profile:
     data = load_file(path)
     name = data.pop("name", Path(path).stem)
     description = data.pop("description", f"profile file {path}")
+    recipes = data.pop("recipes", {})
+    if not isinstance(recipes, dict) or not all(isinstance(v, str) for v in recipes.values()):
+        raise SpecError(f"{path}: recipes: expected a table of recipe names, e.g. limo = \"limo:released\"")
     check_keys(data, str(path))
-    return Profile(name=name, description=description, spec=data)
+    return Profile(name=name, description=description, spec=data, recipes=recipes)
 
 
 def check_keys(spec: dict, where: str) -> None:
@@ -133,6 +141,20 @@ def apply_sets(spec: dict, sets: list[str]) -> dict:
                 node = node.setdefault(p, {})
             node[parts[-1]] = value
     return spec
+
+
+def at_budget(spec: dict, budget: int | None) -> dict:
+    """``spec`` with its ``by_budget`` entry for ``budget`` merged in: the entry of the largest budget not
+    above it; the key is then removed."""
+    spec = copy.deepcopy(spec)
+    steps = {}
+    for key, over in (spec.pop("by_budget", None) or {}).items():
+        if not str(key).isdigit() or not isinstance(over, dict):
+            raise SpecError(f"by_budget.{key}: expected by_budget.<budget>.<section>, e.g. by_budget.1000.trainer")
+        check_keys(over, f"by_budget.{key}")
+        steps[int(key)] = over
+    below = [b for b in steps if isinstance(budget, int) and b <= budget]
+    return merge(spec, steps[max(below)]) if below else spec
 
 
 def apply_defaults(spec: dict) -> dict:

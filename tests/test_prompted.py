@@ -208,7 +208,7 @@ def test_the_paper_scale_profile_validates_and_points_every_annotator_at_its_ser
                  "naturalthoughts:cluster", "limo"):
         spec = make_spec(pm, pm.recipes[name], {"profile": path}, None)
         pipe.validate(spec)
-        assert "defaults" not in spec and spec["teacher"]["model"] == "deepseek-reasoner"
+        assert "defaults" not in spec and spec["teacher"]["model"] == "deepseek-ai/DeepSeek-R1"
         for ann in spec.get("annotators", []):
             if ann["name"] in ("topic", "strategies", "verbosity"):
                 assert ann["backend"]["model"] == "meta-llama/Llama-3.1-70B-Instruct"

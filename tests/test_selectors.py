@@ -40,19 +40,33 @@ def test_random_keeps_one_complete_trace_per_question_deterministically(ctx):
     assert ranks == list(range(6))
 
 
-def test_disagree_keeps_verified_traces_the_system1_model_gets_wrong(ctx):
+def test_disagree_by_the_verifier_keeps_verified_traces_the_system1_model_gets_wrong(ctx):
+    """The `naturalthoughts:disagree-verified` variant (ours): graded disagreement, correct teacher only."""
     correct = [1.0, 0.0] * 10  # sample 0 of every question is right
     system1 = [0.0] * 8 + [1.0] * 12  # questions q0..q3 are missed by the System-1 model
     p = pool(correct=correct, system1_correct=system1)
-    sel = DisagreeSelector(fill=False).select(p, 10, seed=0, ctx=ctx)
+    verified = {"by": "verifier", "require_correct": True}
+    sel = DisagreeSelector(fill=False, **verified).select(p, 10, seed=0, ctx=ctx)
     assert sorted(kept_ids(sel)) == ["q0/0", "q1/0", "q2/0", "q3/0"]
     reasons = dict(zip(sel.column("trace_id").to_pylist(), sel.column("reason").to_pylist()))
     assert reasons["q0/1"] == "dropped: teacher answer wrong"
     assert reasons["q5/0"] == "dropped: models agree"
-    filled = DisagreeSelector().select(p, 10, seed=0, ctx=ctx)
+    filled = DisagreeSelector(**verified).select(p, 10, seed=0, ctx=ctx)
     assert len(kept_ids(filled)) == 10
     fill_reasons = [r for r, k in zip(filled.column("reason").to_pylist(), filled.column("kept").to_pylist()) if k]
     assert fill_reasons.count("kept: models disagree") == 4 and fill_reasons.count("kept: fill (random)") == 6
+
+
+def test_disagree_by_default_is_the_papers_rule_the_judges_verdict_and_no_correctness_filter(ctx):
+    """NaturalThoughts §3.2/§4.2: a judge decides whether R1's and the System-1 answers agree; wrong
+    teacher answers are not filtered out."""
+    sel = DisagreeSelector(fill=False)
+    assert sel.requires == ("models_agree",)
+    p = pool(4, n=1, models_agree=[1.0, 0.0, None, 0.0], correct=[1.0, 1.0, 1.0, 0.0])
+    out = sel.select(p, 10, seed=0, ctx=ctx)
+    assert sorted(kept_ids(out)) == ["q1/0", "q3/0"]  # q3's teacher answer is wrong and still kept
+    reasons = dict(zip(out.column("trace_id").to_pylist(), out.column("reason").to_pylist()))
+    assert reasons["q0/0"] == "dropped: models agree" and reasons["q2/0"] == "dropped: not judged"
 
 
 def test_limo_chain_score_follows_its_weights():
