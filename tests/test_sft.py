@@ -625,6 +625,9 @@ def test_settings_that_would_go_wrong_or_do_nothing_are_refused():
     assert SFTTrainer(liger="auto", liger_fused_ce=True).settings.liger_fused_ce
     with pytest.raises(ValueError, match="set liger to true"):
         SFTTrainer(liger_fused_ce=True)
+    with pytest.raises(ValueError, match="pack_length 16384 is shorter than max_length 32768"):
+        SFTTrainer(packing=True, pack_length=16384, max_length=32768)  # refused when checked, not in training
+    assert SFTTrainer(packing=False, pack_length=16384, max_length=32768).settings.max_length == 32768
 
 
 def test_a_recipes_bad_trainer_settings_are_named(tmp_path):

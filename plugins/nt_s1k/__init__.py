@@ -51,7 +51,7 @@ PAPER_SOLVERS = [
 ]
 PAPER_ANNOTATORS = [
     # §2.2: trace length in tokens of the Qwen2.5 tokenizer
-    {"name": "length", "tokenizer": "Qwen/Qwen2.5-32B-Instruct"},
+    {"name": "length", "count": "tokenizer", "tokenizer": "Qwen/Qwen2.5-32B-Instruct"},
     *PAPER_SOLVERS,
     msc_topic_annotator(),  # §2.2 "Diversity": a domain per question from MSC2020 (nt_s1k.msc)
 ]

@@ -127,6 +127,13 @@ class SFTTrainer(Trainer):
             return data
 
         @model_validator(mode="after")
+        def _every_kept_example_fits_a_pack(self):
+            if self.packing and self.pack_length is not None and self.pack_length < self.max_length:
+                raise ValueError(f"pack_length {self.pack_length} is shorter than max_length {self.max_length}: "
+                                 "a kept example might not fit any pack")
+            return self
+
+        @model_validator(mode="after")
         def _fused_ce_is_part_of_liger(self):
             if self.liger_fused_ce and self.liger is False:  # it would silently do nothing
                 raise ValueError("liger_fused_ce is one of Liger's kernels: set liger to true (or auto) as well")
@@ -226,9 +233,6 @@ def build_loader(encoded: list[dict], settings, pad_id: int, attn: str):
         items, packs = encoded, None
     else:
         capacity = settings.pack_length or settings.max_length
-        if capacity < settings.max_length:
-            raise ValueError(f"pack_length {capacity} is shorter than max_length {settings.max_length}: "
-                             "a kept example might not fit any pack")
         packs = pack_examples([len(f["input_ids"]) for f in encoded], capacity)
         items = [[encoded[i] for i in pack] for pack in packs]
         layout = Layout.of(packs, settings.batch_size, capacity) if settings.compile else None
