@@ -58,6 +58,11 @@ def test_math_docs_normalise_hub_and_local_shapes(loaded):
     assert amc[0]["problem"].startswith("How many miles")  # hub amc23 names it `question`
     _, math500 = loaded["math500_reasoning"]
     assert math500[0]["question_id"] == "test/prealgebra/1.json"
+    from datasets import Dataset
+
+    ids = reasoning.math_docs(Dataset.from_list([{"id": 0, "question": "a?", "answer": 1.0},
+                                                 {"id": 1, "question": "b?", "answer": 2.0}]))["question_id"]
+    assert ids == ["0", "1"]  # a row id of 0 is an id, not a missing one
 
 
 def test_without_a_local_file_offline_names_the_fix(monkeypatch):

@@ -138,7 +138,7 @@ def math_docs(dataset):
     def normalise(doc: dict) -> dict:
         problem = doc.get("problem") or doc.get("question") or doc.get("Problem")
         answer = doc.get("answer") if doc.get("answer") is not None else doc.get("Answer")
-        key = doc.get("unique_id") or doc.get("id") or doc.get("ID")
+        key = next((doc[k] for k in ("unique_id", "id", "ID") if doc.get(k) is not None), None)  # AMC's id 0 is one
         key = hashlib.sha256(problem.encode()).hexdigest()[:16] if key is None else key
         return {"question_id": str(key), "problem": problem, "reference": gold_text(answer)}
 
