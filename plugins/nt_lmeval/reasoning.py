@@ -211,8 +211,9 @@ def multiple_choice_prompt(question: str, options: list[str]) -> str:
     return MULTIPLE_CHOICE_PROMPT.format(letters=letters, question=question.strip(), options=listed)
 
 
+# DeepSeek-R1's recommended math prompt (its model card), in the user turn; LIMO sends the same instruction as
+# a system prompt and Evalchemy's AIME/AMC tasks word theirs differently, so scores differ from theirs a little
 MATH_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
-# DeepSeek-R1's recommended math prompt, used by LIMO and Evalchemy
 
 
 def math_prompt(problem: str) -> str:
