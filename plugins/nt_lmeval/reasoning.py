@@ -212,7 +212,7 @@ def multiple_choice_prompt(question: str, options: list[str]) -> str:
 
 
 # DeepSeek-R1's recommended math prompt (its model card), in the user turn; LIMO sends the same instruction as
-# a system prompt and Evalchemy's AIME/AMC tasks word theirs differently, so scores differ from theirs a little
+# a system prompt and Evalchemy's AIME/AMC tasks word theirs differently, so scores here are not theirs exactly
 MATH_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 
