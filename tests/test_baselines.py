@@ -157,7 +157,7 @@ def test_openthoughts_ranks_by_difficulty_when_rated(ctx):
     assert in_rank_order(by_length) == ["q0/0", "q2/0"]
 
 
-# The OpenThoughts presets, each value beside its source (the targets where the source is silent).
+# The OpenThoughts presets, each value beside its source (where the source is silent, so marked).
 def test_openthoughts_trainer_presets_state_the_papers_numbers():
     from nt_sft.trainer import SFTTrainer
 
@@ -178,7 +178,7 @@ def test_openthoughts_trainer_presets_state_the_papers_numbers():
     assert ot114k["epochs"] == 3  # the same card: num_epochs 3.0
     assert ot114k["schedule"] == "cosine" and ot114k["warmup_ratio"] == 0.1  # the card: cosine, warmup_ratio 0.1
     assert ot114k["batch_size"] == 1  # the card: train_batch_size 1 (per device)
-    assert ot114k["global_batch"] == 96  # the target: 32 devices (the card) x 1 x 3 accumulation
+    assert ot114k["global_batch"] == 96  # 32 devices (the card) x 1 x 3 accumulation
     assert ot114k["max_length"] == 16384  # open-thoughts train/README.md: cutoff_len 16384
     assert ot114k.get("packing", False) is False  # train/README.md: packing came with OpenThinker2
     assert ot114k["weight_decay"] == 0.0  # not fixed by the paper: ours (Trainer default; the card lists none)
@@ -189,7 +189,7 @@ def test_openthoughts_trainer_presets_state_the_papers_numbers():
     assert pm.recipes["openthoughts:released-ot3"].spec["trainer"] == ot3  # OpenThoughts3-1.2M -> OpenThinker3-7B
     paper = pm.recipes["openthoughts:paper-method"]
     assert paper.spec["teacher"] == {"n": 16}  # arXiv 2506.04178: 16 answers per question; refines the profile's
-    assert paper.spec["selector"]["near_duplicate"] == 0.75  # the target (their code: fuzz.ratio >= 95)
+    assert paper.spec["selector"]["near_duplicate"] == 0.75  # as secondary notes quote the paper (their code: fuzz.ratio >= 95)
     assert "its own pool" in paper.description and "equal-pool" in paper.description
 
 

@@ -11,8 +11,8 @@ from nt_openthoughts.selector import OpenThoughtsSelector
 METHOD = {"annotators": [{"name": "length"}], "selector": {"name": "openthoughts"}}
 # The method's own pool and dedup: 16 answers per question from the teacher (arXiv 2506.04178, answer sampling:
 # 16x per question), so the recipe generates a pool of its own; near-duplicate questions by Indel similarity >= 0.75
-# (rapidfuzz; the issue's target: OpenThoughts' open_thoughts/deduplicate.py compares the `question` column with
-# fuzz.ratio >= 95, i.e. 0.95).
+# (rapidfuzz), the threshold secondary notes on the paper quote; the repo's open_thoughts/deduplicate.py compares
+# the `question` column with fuzz.ratio >= 95 (0.95): set selector.near_duplicate = 0.95 for that.
 PAPER_METHOD = {"teacher": {"n": 16}, "annotators": [{"name": "length"}],
                 "selector": {"name": "openthoughts", "near_duplicate": 0.75}}
 # OpenThinker3-7B on OpenThoughts3 (arXiv 2506.04178, training details): lr 8e-5, 5 epochs, batch 512, packing;
