@@ -189,7 +189,7 @@ def test_openthoughts_trainer_presets_state_the_papers_numbers():
     assert pm.recipes["openthoughts:released-ot3"].spec["trainer"] == ot3  # OpenThoughts3-1.2M -> OpenThinker3-7B
     paper = pm.recipes["openthoughts:paper-method"]
     assert paper.spec["teacher"] == {"n": 16}  # arXiv 2506.04178: 16 answers per question; refines the profile's
-    assert paper.spec["selector"]["near_duplicate"] == 0.75  # as secondary notes quote the paper (their code: fuzz.ratio >= 95)
+    assert paper.spec["selector"]["near_duplicate"] == 0.75  # as notes quote the paper (their code: fuzz.ratio >= 95)
     assert "its own pool" in paper.description and "equal-pool" in paper.description
 
 
