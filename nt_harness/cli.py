@@ -18,7 +18,7 @@ from nt_harness import __version__, leaderboard
 from nt_harness.pipeline import STAGES, Pipeline
 from nt_harness.plugins import PluginError, Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import (Profile, Recipe, SpecError, at_budget, apply_defaults, apply_sets, merge,
+from nt_harness.recipes import (Profile, Recipe, SpecError, at_budget, apply_defaults, apply_sets, is_file, merge,
                                  profile_from_file, recipe_from_file)
 from nt_harness.store import Store, StoreLocked, library_versions
 
@@ -35,16 +35,13 @@ def plugins() -> Plugins:
     return pm
 
 
-def is_file(name: str) -> bool:
-    return name.endswith((".toml", ".yaml", ".yml")) or os.sep in name
-
-
 def resolve_recipe(pm: Plugins, name: str) -> Recipe:
     return recipe_from_file(name) if is_file(name) else pm.recipe(name)
 
 
 def resolve_profile(pm: Plugins, name: str) -> Profile:
-    return profile_from_file(name) if is_file(name) else pm.profile(name)
+    """A registered profile or a file, with the file's base (a registered name or another file) under it."""
+    return profile_from_file(name, pm.profile) if is_file(name) else pm.profile(name)
 
 
 def parse_budgets(text: str | None) -> list[int | None]:
@@ -70,7 +67,9 @@ def make_spec(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None) -> di
                                        merge(at_budget(profile, size), at_budget(own, size))))
     for key in ("source", "teacher", "selector", "trainer", "student", "budget"):
         if key not in spec:
-            raise SpecError(f"recipe {recipe.name!r} with profile {profile_name!r}: no {key} given")
+            raise SpecError(f"recipe {recipe.name!r} with profile {profile_name!r}: no {key} given; set it in the "
+                            f"profile, the recipe or with --set, or give the profile file a base that has one, "
+                            f"e.g. base = \"embedded\"")
     return spec
 
 
@@ -88,7 +87,7 @@ def command_line(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None, sp
         if t in pm.components["teacher"]:
             spec["teacher"] = {"name": t}
         else:
-            spec["teacher"] = {**spec["teacher"], "model": t}
+            spec["teacher"] = {**spec.get("teacher", {}), "model": t}
     if opts.get("benchmarks"):
         benches = []
         for item in opts["benchmarks"].split(","):

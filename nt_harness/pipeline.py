@@ -130,6 +130,8 @@ class Pipeline:
         force: set[str] = frozenset(),
     ):
         self.plugins, self.store, self.progress = plugins, store, progress
+        if threads < 1:
+            raise SpecError(f"--threads {threads}: give 1 or more")
         self.threads = threads
         unknown = set(force) - set(STAGES) - {"all"}
         if unknown:
@@ -149,10 +151,13 @@ class Pipeline:
         try:
             return cls(**conf)
         except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join([where, *(str(p) for p in err['loc'])])}: {err['msg']}" for err in e.errors()
-            )
-            raise SpecError(f"invalid settings for {kind} {cls.name!r}: {problems}") from None
+            # every unknown key in one line, with the known ones: a typo and its fix side by side
+            unknown = [".".join(map(str, x["loc"])) for x in e.errors() if x["type"] == "extra_forbidden"]
+            problems = [f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)} "
+                        f"(known: {', '.join(cls.Settings.model_fields)})"] if unknown else []
+            problems += [f"{'.'.join([where, *map(str, x['loc'])])}: {x['msg']}"
+                         for x in e.errors() if x["type"] != "extra_forbidden"]
+            raise SpecError(f"invalid settings for {kind} {cls.name!r}: {'; '.join(problems)}") from None
         except ValueError as e:  # a component's own check of its settings
             raise SpecError(f"{where}: {e}") from None
 
@@ -187,6 +192,8 @@ class Pipeline:
     @staticmethod
     def _load(source, ctx) -> dict:
         table = conform(source.load(ctx), QUESTIONS, f"source {source.name}")
+        if not table.num_rows:  # nothing downstream can use it: refused, not stored
+            raise SpecError(f"source {source.name}: no questions ({source.settings})")
         write_table(table, ctx.out)
         return {"questions": table.num_rows}
 
@@ -198,6 +205,8 @@ class Pipeline:
 
         def generate(ctx):
             table = conform(teacher.generate(questions.table(), ctx), TRACES, f"teacher {teacher.name}")
+            if not table.num_rows:
+                raise SpecError(f"teacher {teacher.name}: no traces for {questions.table().num_rows} questions")
             if table.num_rows != len(set(table.column("trace_id").to_pylist())):
                 raise RuntimeError(f"teacher {teacher.name} produced duplicate trace ids")
             write_table(table, ctx.out)
@@ -249,7 +258,11 @@ class Pipeline:
         built.update({f"annotators[{i}]": a for i, a in enumerate(annotators)}, selector=selector)
         for where, comp in built.items():
             for setting, (kind, conf) in comp.nested().items():
-                self.instantiate(kind, conf, f"{where}.{setting}")
+                self.instantiate(kind, conf, f"{where}.{setting}").check()
+            try:
+                comp.check()
+            except ValueError as e:
+                raise SpecError(f"{where}: {e}") from None
         written: set[str] = set()
         for i, ann in enumerate(annotators):
             check_requires(i, ann, written)

@@ -1,12 +1,15 @@
 """Recipes (a method: annotators, selector, trainer settings) and profiles (the setting a method runs
 in: source, teacher, student, benchmarks, budget). Both are data: dicts, TOML or YAML files.
 
-A run's spec is profile, then recipe, then command-line overrides, merged in that order.
+A run's spec is profile, then recipe, then command-line overrides, merged in that order. A profile file may
+name a ``base`` profile, merged under it, so it states only what it changes.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,21 +72,45 @@ def recipe_from_file(path: str | Path) -> Recipe:
     return Recipe(name=name, description=description, spec=data, native_budget=native)
 
 
-def profile_from_file(path: str | Path) -> Profile:
+def is_file(name: str) -> bool:
+    """A recipe or profile given as a file rather than a registered name."""
+    return name.endswith((".toml", ".yaml", ".yml")) or "/" in name or os.sep in name
+
+
+def profile_from_file(path: str | Path, named=None, chain: tuple[Path, ...] = ()) -> Profile:
+    """A profile file over its ``base``: a registered profile (``named(name)`` gives it) or another profile
+    file, relative to this one's folder. Its spec merges over the base's, its recipe names over the base's."""
     data = load_file(path)
     name = data.pop("name", Path(path).stem)
     description = data.pop("description", f"profile file {path}")
     recipes = data.pop("recipes", {})
     if not isinstance(recipes, dict) or not all(isinstance(v, str) for v in recipes.values()):
         raise SpecError(f"{path}: recipes: expected a table of recipe names, e.g. limo = \"limo:released\"")
+    base = data.pop("base", None)
     check_keys(data, str(path))
-    return Profile(name=name, description=description, spec=data, recipes=recipes)
+    if base is None:
+        return Profile(name=name, description=description, spec=data, recipes=recipes)
+    if not isinstance(base, str):
+        raise SpecError(f"{path}: base: expected a profile name or file, e.g. base = \"embedded\"")
+    chain = (*chain, Path(path))
+    if is_file(base):
+        file = Path(os.path.normpath(Path(path).parent / base))
+        if any(file.resolve() == p.resolve() for p in chain):
+            raise SpecError("profile bases form a cycle: " + " -> ".join(str(p) for p in (*chain, file)))
+        under = profile_from_file(file, named, chain)
+    elif named is None:
+        raise SpecError(f"{path}: base {base!r}: a registered profile needs the plugins; name a file instead")
+    else:
+        under = named(base)
+    return Profile(name=name, description=description, spec=merge(under.spec, data),
+                   recipes={**under.recipes, **recipes})
 
 
 def check_keys(spec: dict, where: str) -> None:
-    for key in spec:
-        if key not in KEYS and key != "profile":
-            raise SpecError(f"{where}: unknown key {key!r}; known keys: {', '.join(KEYS)}")
+    unknown = [k for k in spec if k not in KEYS and k != "profile"]
+    if unknown:
+        raise SpecError(f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+                        f"known keys: {', '.join(KEYS)}")
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -106,23 +133,30 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def parse_value(text: str):
-    """``--set`` values are TOML scalars/arrays; anything that is not parses as a string."""
+def parse_value(text: str, key: str = "value"):
+    """``--set`` values are TOML values; a plain word that is not one is a string (``teacher.model=foo``), but
+    text that starts like TOML structure (``{``, ``[`` or a quote) and does not parse is a mistake to name."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+    except tomllib.TOMLDecodeError as e:
+        if not text.startswith(("{", "[", '"', "'")):
+            return text
+        # columns count from the value, not from the "v = " it was parsed behind
+        reason = re.sub(r"column (\d+)", lambda m: f"column {int(m[1]) - 4}", str(e))
+        raise SpecError(f"--set {key}: {text} is not a valid TOML value: {reason}") from None
 
 
 def apply_sets(spec: dict, sets: list[str]) -> dict:
-    """Apply ``section.key=value`` overrides, e.g. ``trainer.lr=1e-5`` or ``benchmarks.lmeval.limit=8``."""
+    """Apply ``section.key=value`` overrides, e.g. ``trainer.lr=1e-5`` or ``benchmarks.lmeval.limit=8``.
+    A new component name (``source.name=natural_reasoning``) starts that component afresh, as ``merge`` does:
+    the old one's settings mean nothing to it. Name changes go first, so the other overrides survive them."""
     spec = copy.deepcopy(spec)
-    for item in sets:
+    for item in sorted(sets, key=name_first):
         if "=" not in item:
             raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. trainer.lr=1e-5")
         path, raw = item.split("=", 1)
         parts = path.strip().split(".")
-        value = parse_value(raw.strip())
+        value = parse_value(raw.strip(), path.strip())
         head = parts[0]
         if head not in KEYS:
             raise SpecError(f"--set {path}: unknown section {head!r}; known: {', '.join(KEYS)}")
@@ -134,13 +168,26 @@ def apply_sets(spec: dict, sets: list[str]) -> dict:
             comps = {c["name"]: c for c in spec.get(head, [])}
             if parts[1] not in comps:
                 raise SpecError(f"--set {path}: no {head[:-1]} {parts[1]!r} in this run; present: {', '.join(comps)}")
-            comps[parts[1]][parts[2]] = value
+            set_key(comps[parts[1]], parts[2], value)
         else:
             node = spec.setdefault(head, {})
             for p in parts[1:-1]:
                 node = node.setdefault(p, {})
-            node[parts[-1]] = value
+            set_key(node, parts[-1], value)
     return spec
+
+
+def name_first(item: str) -> tuple:
+    """Sort key: name changes first, outer components before inner ones; the rest keep their order."""
+    key = item.split("=", 1)[0].strip()
+    return (0, key.count(".")) if key.endswith(".name") else (1, 0)
+
+
+def set_key(node: dict, key: str, value) -> None:
+    """``node[key] = value``; a changed ``name`` leaves only the name."""
+    if key == "name" and node.get("name") != value:
+        node.clear()
+    node[key] = value
 
 
 def at_budget(spec: dict, budget: int | None) -> dict:
