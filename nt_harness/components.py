@@ -68,6 +68,10 @@ class Component:
         """The settings that make up the cache key: all but ``execution``."""
         return self.settings.model_dump(mode="json", exclude=set(self.execution))
 
+    def check(self) -> None:
+        """Check what the settings name outside themselves (task names, files) before any work, so a typo is
+        refused in seconds rather than after training; raise ValueError with the problem. Default: nothing."""
+
     def nested(self) -> dict[str, tuple[str, dict]]:
         """Components this one builds at run time with ``ctx.build``, as {setting: (kind, spec)}, so the
         pipeline checks their settings before any work (e.g. the teacher an LLM annotator asks)."""

@@ -193,7 +193,7 @@ class Pipeline:
     def _load(source, ctx) -> dict:
         table = conform(source.load(ctx), QUESTIONS, f"source {source.name}")
         if not table.num_rows:  # nothing downstream can use it: refused, not stored
-            raise SpecError(f"source {source.name}: no questions ({source.settings})")
+            raise SpecError(f"source {source.name}: loaded no questions; check its settings ({source.settings})")
         write_table(table, ctx.out)
         return {"questions": table.num_rows}
 
@@ -256,9 +256,11 @@ class Pipeline:
             built[f"benchmarks[{i}]"] = self.instantiate("benchmark", conf, f"benchmarks[{i}]")
         selector = self.instantiate("selector", spec["selector"], "selector")
         built.update({f"annotators[{i}]": a for i, a in enumerate(annotators)}, selector=selector)
+        checked = dict(built)
         for where, comp in built.items():
             for setting, (kind, conf) in comp.nested().items():
-                self.instantiate(kind, conf, f"{where}.{setting}").check()
+                checked[f"{where}.{setting}"] = self.instantiate(kind, conf, f"{where}.{setting}")
+        for where, comp in checked.items():  # what the settings name: task names, files
             try:
                 comp.check()
             except ValueError as e:
