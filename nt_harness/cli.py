@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from nt_harness import __version__, leaderboard
+from nt_harness import UserError, __version__, leaderboard
 from nt_harness.pipeline import STAGES, Pipeline
 from nt_harness.plugins import PluginError, Plugins
 from nt_harness.progress import Progress
@@ -24,14 +25,14 @@ from nt_harness.store import Store, StoreLocked, library_versions
 
 console = Console(width=None if sys.stdout.isatty() else 220)  # logs keep the whole table
 err = Console(stderr=True)
-USER_ERRORS = (PluginError, SpecError, StoreLocked)
+USER_ERRORS = (PluginError, SpecError, StoreLocked, UserError)
 DEFAULT_PROFILE = "embedded"
 
 
 def plugins() -> Plugins:
     pm = Plugins()
     for e in pm.errors:
-        err.print(f"[yellow]warning:[/] {e}")
+        err.print(f"[yellow]warning:[/] {escape(e)}", soft_wrap=True)
     return pm
 
 
@@ -118,7 +119,8 @@ def run_options(f):
                      help="override any setting, e.g. trainer.lr=1e-5 or benchmarks.lmeval.limit=8"),
         click.option("--force", multiple=True, type=click.Choice(STAGES + ("all",)),
                      help="recompute this stage even if stored"),
-        click.option("--threads", type=int, default=lambda: int(os.environ.get("NT_HARNESS_THREADS", "2")),
+        click.option("--threads", type=click.IntRange(min=1),
+                     default=lambda: os.environ.get("NT_HARNESS_THREADS", "2"),
                      show_default="2", help="torch threads"),
         click.option("--quiet", is_flag=True, help="no progress bars"),
     ]
@@ -172,7 +174,20 @@ def _relative(match: re.Match) -> str:
         return path.name
 
 
-def _publish(runs, specs, opts, name, started):
+def leaderboard_folder(results: str, name: str) -> Path:
+    """Where the leaderboard goes, checked before any work: a name is one folder under --results (a name with a
+    separator or .. wrote outside it), and that folder can be made."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or os.sep in name:
+        raise SpecError(f"--name {name!r}: a leaderboard's name is one folder under --results "
+                        f"(no / or \\, not . or ..)")
+    folder = Path(results) / name
+    nearest = next(p for p in (folder, *folder.parents) if p.exists())
+    if not nearest.is_dir() or not os.access(nearest, os.W_OK):
+        raise UserError(f"--results {results}: cannot write {folder} there ({nearest} is not a writable folder)")
+    return folder
+
+
+def _publish(runs, specs, opts, folder: Path, started):
     title = "nt-harness leaderboard: " + ", ".join(dict.fromkeys(r.name for r, _, _ in specs))
     meta = {
         "profile": opts["profile"],
@@ -182,23 +197,36 @@ def _publish(runs, specs, opts, name, started):
         "wall_s": time.time() - started,
         "versions": library_versions(),
     }
-    folder = leaderboard.write(runs, Path(opts["results"]) / name, title, meta)
+    folder = leaderboard.write(runs, folder, title, meta)
     console.print(leaderboard.rich_table(runs, title))
     console.print(f"written: {folder}/leaderboard.md, .json, .csv  ({meta['wall_s']:.1f} s)")
 
 
 class CLI(click.Group):
+    """A user's mistake is one line (exit 2) and Ctrl-C one line (exit 130), never a traceback, unless --debug
+    or NT_HARNESS_DEBUG=1 asks for it; a bug still shows its traceback."""
+
     def invoke(self, ctx):
+        debug = ctx.params.get("debug") or os.environ.get("NT_HARNESS_DEBUG", "") not in ("", "0")
         try:
             return super().invoke(ctx)
         except USER_ERRORS as e:
-            err.print(f"[red]error:[/] {e}")
+            if debug:
+                raise
+            err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            err.print("[red]interrupted:[/] the stage in progress stored nothing; finished stages (and a teacher's "
+                      "finished shards, to resume from) are kept", soft_wrap=True)
+            sys.exit(130)
 
 
 @click.group(cls=CLI)
 @click.version_option(__version__, prog_name="nt-harness")
-def cli():
+@click.option("--debug", is_flag=True, help="show the traceback of an error (also NT_HARNESS_DEBUG=1)")
+def cli(debug):
     """Which reasoning traces should a student learn from? Compare trace-selection recipes."""
 
 
@@ -215,8 +243,10 @@ def compare(recipes, name, no_base, base_only, **opts):
     if no_base and base_only:
         raise click.UsageError("--no-base and --base-only exclude each other")
     started = time.time()
+    folder = leaderboard_folder(opts["results"], name or "-vs-".join(r.replace(":", "_").replace("/", "_")
+                                                                      for r in recipes))
     runs, specs = _execute(recipes, opts, base=not no_base, recipes_too=not base_only)
-    _publish(runs, specs, opts, name or "-vs-".join(r.replace(":", "_").replace("/", "_") for r in recipes), started)
+    _publish(runs, specs, opts, folder, started)
 
 
 @cli.command()
@@ -227,8 +257,9 @@ def compare(recipes, name, no_base, base_only, **opts):
 def run(recipe, name, **opts):
     """Run one RECIPE end to end."""
     started = time.time()
+    folder = leaderboard_folder(opts["results"], name or recipe.replace(":", "_").replace("/", "_"))
     runs, specs = _execute((recipe,), opts)
-    _publish(runs, specs, opts, name or recipe.replace(":", "_"), started)
+    _publish(runs, specs, opts, folder, started)
 
 
 def _stage_command(stage: str, doc: str):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nt_harness.recipes import SpecError
@@ -19,14 +20,23 @@ class MalformedRow(SpecError):
 def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(row number, row) from a .jsonl/.json (JSON lines) or .parquet file; rows count from 1."""
     if path.suffix == ".parquet":  # batch by batch: released trace sets run to gigabytes
+        try:
+            parquet = pq.ParquetFile(path)
+        except pa.ArrowException as e:
+            raise MalformedRow(f"{path}: not a readable Parquet file ({e})") from None
         i = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for batch in parquet.iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 i += 1
                 yield i, row
         return
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
+    with path.open("rb") as f:  # bytes, decoded line by line, so a bad byte is named with its row
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MalformedRow(f"{path}: row {i}: not UTF-8 text (byte 0x{raw[e.start]:02x} at position "
+                                   f"{e.start} of the line)") from None
             if not line.strip():
                 continue
             try:

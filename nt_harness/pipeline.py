@@ -164,7 +164,7 @@ class Pipeline:
     def stage(self, stage: str, comp: Component, inputs: dict, run, source=None, benchmarks=()) -> Entry:
         settings = comp.settings.model_dump(mode="json")
         key = self.store.key(stage, comp.name, comp.version, comp.key_settings(), inputs)
-        entry = self.store.get(stage, comp.name, key)
+        entry = self.store.get(stage, comp.name, key, warn=self.progress.warn)
         forced = stage in self.force and (stage, key) not in self._forced_done
         if entry is not None and not forced:
             return entry

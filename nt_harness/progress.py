@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, SpinnerColumn, TextColumn
 from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 
@@ -53,3 +54,7 @@ class Progress:
 
     def log(self, *args, **kw):
         self.console.log(*args, **kw)
+
+    def warn(self, text: str):
+        """One line, however long: a warning is read, and grepped for, whole."""
+        self.console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)

@@ -4,13 +4,16 @@ A stage output lives in ``<workdir>/store/<stage>/<component>-<key>/`` with a ``
 hashes (stage, component name and version, settings, input keys), so a stage that has run is never run
 again and two recipes that share a pool share it. Outputs are written into a temporary folder and
 renamed into place only when complete: a crash leaves nothing half-written. ``scratch`` folders
-survive crashes for stages that resume (teacher shards).
+survive crashes for stages that resume (teacher shards). The manifest lists every file with its size, so an
+entry damaged afterwards (a disk filled up, a file edited or truncated) is found when read, moved aside to
+``.corrupt-*`` and built again rather than built on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -22,6 +25,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
+
+from nt_harness import UserError
+
+log = logging.getLogger("nt_harness")
 
 TRACKED_VERSIONS = ("nt-harness", "torch", "transformers", "accelerate", "peft", "lm-eval", "datasets", "reasoning-gym")
 
@@ -40,8 +47,32 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class StoreLocked(RuntimeError):
+class StoreLocked(UserError):
     pass
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (relative path -> bytes), for the manifest."""
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def damage(path: Path) -> str | None:
+    """Why the entry at ``path`` cannot be used (its manifest does not parse, a file it lists is missing or
+    has another size), or None. Entries written before manifests listed their files are checked for the
+    manifest only."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"manifest.json unreadable: {type(e).__name__}"
+    if not isinstance(manifest, dict):
+        return "manifest.json is not a table"
+    for name, size in (manifest.get("files") or {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes, the manifest says {size}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,7 +92,10 @@ class Entry:
 class Store:
     def __init__(self, workdir: str | Path):
         self.root = Path(workdir).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # read-only, under a regular file, no permission
+            raise UserError(f"workdir {self.root}: cannot create it ({e.strerror or e})") from None
         self._lock = FileLock(self.root / ".lock")
 
     @contextmanager
@@ -71,6 +105,8 @@ class Store:
             self._lock.acquire(timeout=0)
         except Timeout:
             raise StoreLocked(f"another nt-harness run is using {self.root} (lock {self.root / '.lock'})") from None
+        except OSError as e:
+            raise UserError(f"workdir {self.root}: cannot write its lock file ({e.strerror or e})") from None
         try:
             yield self
         finally:
@@ -85,9 +121,19 @@ class Store:
     def path(self, stage: str, component: str, key: str) -> Path:
         return self.root / "store" / stage / f"{component.replace(':', '_')}-{key}"
 
-    def get(self, stage: str, component: str, key: str) -> Entry | None:
+    def get(self, stage: str, component: str, key: str, warn=log.warning) -> Entry | None:
+        """The stored entry, or None when there is none or it is damaged: then it is moved aside, to be built
+        again, and ``warn`` says so."""
         path = self.path(stage, component, key)
-        return Entry(stage, key, path) if (path / "manifest.json").exists() else None
+        if not (path / "manifest.json").exists():
+            return None
+        problem = damage(path)
+        if problem is None:
+            return Entry(stage, key, path)
+        aside = path.parent / f".corrupt-{path.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        path.rename(aside)
+        warn(f"store entry {path} is damaged ({problem}): moved to {aside.name}, building it again")
+        return None
 
     def scratch(self, stage: str, component: str, key: str) -> Path:
         path = self.root / "scratch" / stage / f"{component.replace(':', '_')}-{key}"
@@ -111,6 +157,7 @@ class Store:
             "stage": stage,
             "key": key,
             **manifest,
+            "files": file_sizes(tmp),
             "versions": library_versions(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "wall_s": round(time.time() - started, 3),

@@ -1,4 +1,4 @@
-"""The core: plugin loading and isolation, recipe merging, the stage store, the CLI's error messages."""
+"""The core: plugin loading and isolation, recipe merging, the stage store (the CLI's error messages: test_bad_input)."""
 
 import json
 import subprocess
@@ -165,23 +165,3 @@ def test_two_runs_cannot_share_a_store_at_once(tmp_path):
         holder.wait()
     with Store(tmp_path).locked():  # released when the holder dies
         pass
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["run", "nope"], "unknown recipe 'nope'; available:"),
-        (["run", "random", "--profile", "nope"], "unknown profile 'nope'"),
-        (["run", "random", "--set", "trainer.nope=1"], "trainer: unknown key nope (known: "),
-        (["run", "random", "--set", "trainer.lr=fast"], "trainer.lr"),
-        (["run", "random", "--set", "selector.name=nope"], "unknown selector 'nope'"),
-        (["run", "random", "--budget", "x"], "--budget 'x'"),
-        (["run", "naturalthoughts", "--set", "annotators.system1.name=length"], "needs column(s) system1_answer, system1_correct"),
-    ],
-)
-def test_bad_input_is_one_clear_line(tmp_path, args, message):
-    out = subprocess.run(CLI + args + ["--workdir", str(tmp_path / "w"), "--quiet"], capture_output=True, text=True)
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr
-    assert message in " ".join(out.stderr.split()), out.stderr
-    assert not (tmp_path / "w" / "store").exists()  # nothing was run, nothing half-written

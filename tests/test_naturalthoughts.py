@@ -14,6 +14,7 @@ import pytest
 
 import nt_harness
 from nt_harness.components import Context, Selector, Source, Teacher, Trainer
+from nt_harness.datafiles import MalformedRow
 from nt_harness.pipeline import Pipeline, build_examples, mixing_settings
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
@@ -402,7 +403,8 @@ def test_natural_reasoning_reads_parquet_too(ctx, tmp_path):
 
 
 @pytest.mark.parametrize("line, problem", [
-    ('{"reference_answer": "1"}', "`question` must be a non-empty string"),
+    ('{"reference_answer": "1"}', "no `question`"),
+    ('{"question": " "}', "`question` must be a non-empty string"),
     ('{"question": "q?", "responses": [{"response": "r"}]}', "responses[0] must have string `response_model`"),
     ('{"question": "q?", "reference_answer": 3}', "`reference_answer` must be a string or null"),
     ('{"question": "q?"', "not valid JSON"),
@@ -410,7 +412,7 @@ def test_natural_reasoning_reads_parquet_too(ctx, tmp_path):
 def test_natural_reasoning_names_the_file_and_row_of_a_malformed_row(ctx, tmp_path, line, problem):
     path = tmp_path / "bad.jsonl"
     path.write_text((DATA / "natural_reasoning.jsonl").read_text().splitlines()[0] + "\n" + line + "\n")
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(MalformedRow) as e:  # a SpecError: the CLI shows it as one line
         NaturalReasoningSource(path=str(path)).load(ctx)
     assert f"{path}: row 2: " in str(e.value) and problem in str(e.value)
 

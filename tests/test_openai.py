@@ -29,6 +29,7 @@ pytest.importorskip("xllamacpp")
 openai = pytest.importorskip("openai")
 
 import nt_harness  # noqa: E402
+from nt_harness import UserError  # noqa: E402
 import nt_openai  # noqa: E402
 from nt_harness.components import Context, Source  # noqa: E402
 from nt_harness.pipeline import Pipeline  # noqa: E402
@@ -406,7 +407,7 @@ def test_api_key_is_sent_but_never_written(proxy_factory, tmp_path, monkeypatch)
 
     # ...also when the server refuses it: the run stops (no request can succeed) and says so without the key
     refusing = proxy_factory(fail_if=lambda body: "401")
-    with pytest.raises(openai.AuthenticationError) as refused:
+    with pytest.raises(UserError, match="HTTP 401: wrong or missing API key") as refused:
         pipeline.pool({"source": "sums-test", "teacher": {**conf, "base_url": refusing.url}})
     assert secret not in str(refused.value) and secret not in repr(refused.value)
 

@@ -14,6 +14,8 @@ fields set), so it has its own result rows, samples (paired tests per task and m
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +75,28 @@ def tasks_dir() -> Path:
     """Installed wheel: nt_lmeval/tasks (pyproject force-includes tasks/ there); a checkout: <repo>/tasks."""
     packaged = Path(__file__).parent / "tasks"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "tasks"
+
+
+@functools.cache
+def local_tasks() -> list[str]:
+    """The tasks, groups and tags of this project's tasks/."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=False).all_tasks
+
+
+@functools.cache
+def known_task(name: str) -> bool:
+    """Whether lm-eval knows ``name`` (a task, group or tag) here or in this project's tasks/. Indexing lm-eval's
+    ~15k built-in task files takes ~20 s, so a name none of those files mentions is unknown at once."""
+    from lm_eval.tasks import TaskManager
+
+    if name in local_tasks():
+        return True
+    builtin = Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
+    if not any(name in path.read_text(errors="ignore") for path in builtin.rglob("*.yaml")):
+        return False
+    return name in TaskManager(include_path=str(tasks_dir())).all_tasks
 
 
 @contextmanager
@@ -160,6 +184,17 @@ class LMEvalBenchmark(Benchmark):
         if all(t in local.all_tasks for t in self.settings.tasks):
             return local  # indexing lm-eval's ~15k built-in tasks costs ~8 s; skip it when all are ours
         return TaskManager(include_path=str(tasks_dir()), metadata=metadata)
+
+    def check(self) -> None:
+        """Task names and local data files, before any training: a typo otherwise fails in lm-eval afterwards."""
+        unknown = [t for t in self.settings.tasks if not known_task(t)]
+        if unknown:
+            raise SpecError(f"lmeval: unknown task(s) {', '.join(map(repr, unknown))}: neither lm-eval nor this "
+                            f"project's tasks/ has them (ours: {', '.join(local_tasks())})")
+        missing = {t: p for t, p in self.settings.local_data.items() if not Path(p).expanduser().is_file()}
+        if missing:
+            raise SpecError("lmeval: local_data: no such file "
+                            + ", ".join(f"{p} (task {t})" for t, p in missing.items()))
 
     def load_tasks(self, manager) -> list:
         """The tasks as lm-eval Task objects, one copy per mode, with `repeats` overridden when set

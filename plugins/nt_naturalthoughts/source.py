@@ -16,6 +16,8 @@ from pydantic import Field
 
 from nt_harness import datafiles
 from nt_harness.components import Settings, Source
+from nt_harness.datafiles import MalformedRow
+from nt_harness.recipes import SpecError
 from nt_harness.records import QUESTIONS, question_id
 
 
@@ -49,23 +51,28 @@ def math_equivalent(reference: str | None, answer: str | None) -> float | None:
 
 
 def check_row(row, where: str) -> tuple[str, str, list[dict]]:
-    """The row's question, reference answer and responses, or an error that names the row."""
+    """The row's question, reference answer and responses, or an error that names the row (MalformedRow: the
+    CLI shows it as one line)."""
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected an object with question/reference_answer/responses, got {type(row).__name__}")
+        raise MalformedRow(f"{where}: expected an object with question/reference_answer/responses, "
+                           f"got {type(row).__name__}")
+    if "question" not in row:
+        raise MalformedRow(f"{where}: no `question` (a NaturalReasoning row has question, reference_answer, responses; "
+                           f"this one has {', '.join(map(str, row)) or 'nothing'})")
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
-        raise ValueError(f"{where}: `question` must be a non-empty string (got {question!r:.60})")
+        raise MalformedRow(f"{where}: `question` must be a non-empty string (got {question!r:.60})")
     reference = row.get("reference_answer")
     if reference is None:
         reference = ""
     if not isinstance(reference, str):
-        raise ValueError(f"{where}: `reference_answer` must be a string or null (got {type(reference).__name__})")
+        raise MalformedRow(f"{where}: `reference_answer` must be a string or null (got {type(reference).__name__})")
     responses = row.get("responses") or []
     if not isinstance(responses, list):
-        raise ValueError(f"{where}: `responses` must be a list of {{response_model, response}}")
+        raise MalformedRow(f"{where}: `responses` must be a list of {{response_model, response}}")
     for j, r in enumerate(responses):
         if not (isinstance(r, dict) and isinstance(r.get("response_model"), str) and isinstance(r.get("response"), str)):
-            raise ValueError(f"{where}: responses[{j}] must have string `response_model` and `response`")
+            raise MalformedRow(f"{where}: responses[{j}] must have string `response_model` and `response`")
     return question, reference, responses
 
 
@@ -111,5 +118,7 @@ class NaturalReasoningSource(Source):
             })
             if self.settings.limit and len(out) >= self.settings.limit:
                 break
+        if not out:  # as the released sources refuse an empty file: a source of no questions is a mistake
+            raise SpecError(f"source {self.name}: {self.settings.path} has no rows")
         ctx.stats.update(questions=len(out), dropped_duplicate=duplicates, without_system1_answer=without_system1)
         return pa.Table.from_pylist(out, schema=QUESTIONS)

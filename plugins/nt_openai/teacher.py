@@ -20,10 +20,12 @@ import time
 from collections import Counter
 from typing import Any, Literal
 
+import openai
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from nt_harness import UserError
 from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES, trace_id
@@ -32,6 +34,9 @@ from nt_harness.shards import run_sharded
 from nt_harness.traces import split_trace
 from nt_openai.client import Caller, Choice, Reply
 
+# what a fatal status (client.FATAL_STATUS) means for the user; the server's own message may quote the key
+FATAL_REASONS = {401: "wrong or missing API key (api_key_env)", 403: "this key has no access to the model",
+                 404: "no such model or endpoint: check model and base_url"}
 ERROR = "error: "  # finish_reason prefix of a request that failed after its retries
 # TRACES plus what an API run costs: per-trace share of the request's price and the attempts it took
 API_TRACES = pa.schema(list(TRACES) + [("cost_usd", pa.float64()), ("attempts", pa.int32()),
@@ -133,7 +138,7 @@ class OpenAITeacher(Teacher):
             return "EMPTY"  # servers without auth ignore it; the SDK insists on one
         key = os.environ.get(name)
         if not key:
-            raise RuntimeError(f"teacher openai: environment variable {name} is not set (it should hold the API "
+            raise UserError(f"teacher openai: environment variable {name} is not set (it should hold the API "
                                f"key; set api_key_env = \"\" for a server without authentication)")
         return key
 
@@ -230,6 +235,9 @@ class OpenAITeacher(Teacher):
             with progress.task(f"teacher openai ({s.model})", total=len(calls) * per_call) as advance:
                 table, reused = run_sharded(ids, ctx.scratch, run_shard, API_TRACES, advance,
                                             redo=has_failures, plan=plan)
+        except openai.APIStatusError as e:  # the client raises only the statuses no request can get past
+            raise UserError(f"teacher openai: {s.base_url} refused the request with HTTP {e.status_code}: "
+                            f"{FATAL_REASONS.get(e.status_code, 'see the server log')}") from e
         finally:  # an error or interrupt leaves requests in flight: cancel them and close the connections
             leftover = asyncio.all_tasks(loop)
             for task in leftover:
@@ -289,9 +297,14 @@ class OpenAITeacher(Teacher):
             tokens_per_s=round(done["tokens"] / elapsed, 1) if done["tokens"] else None,
         )
         failed_requests = sum(failed.values()) // per_call
+        if attempts and failed_requests == len(attempts) and set(failed) <= {"connection", "timeout"}:
+            raise UserError(f"teacher openai: cannot reach {s.base_url}: every request failed "
+                            f"({', '.join(sorted(failed))}) after {s.max_retries} retries; is the server running and "
+                            f"base_url right?")
         if failed_requests > s.max_failed_share * len(attempts):
-            raise RuntimeError(
+            kinds = ", ".join(f"{k}: {v // per_call}" for k, v in sorted(failed.items()))
+            raise UserError(
                 f"teacher openai: {failed_requests} of {len(attempts)} requests failed after {s.max_retries} "
-                f"retries ({', '.join(f'{k}: {v // per_call}' for k, v in sorted(failed.items()))}), more than "
-                f"max_failed_share = {s.max_failed_share}; the answered ones are kept: run again to retry the rest"
+                f"retries ({kinds}) at {s.base_url}, more than max_failed_share = {s.max_failed_share}; the answered "
+                f"ones are kept: run again to retry the rest"
             )
