@@ -56,6 +56,8 @@ def load_file(path: str | Path) -> dict:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         raise SpecError(f"{path}: {e}") from None
     if not isinstance(data, dict):

@@ -99,6 +99,9 @@ def test_a_profile_file_that_is_not_toml_or_has_unknown_keys_is_named(tmp_path):
     typo = tmp_path / "typo.toml"
     typo.write_text('[selectr]\nname = "random"\n')
     refused(tmp_path, "run", "random", "--profile", typo, fragments=["typo.toml", "selectr"])
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('description = "caf\u00e9"\n'.encode("latin-1"))
+    refused(tmp_path, "run", "random", "--profile", latin1, fragments=["latin1.toml", "not UTF-8"])
 
 
 @pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "ABSOLUTE"])

@@ -159,7 +159,7 @@ def test_pipeline_checks_annotator_order_and_backend_settings_before_any_work(tm
         pipe.validate(judge_first)
     typo = merge(profile, {"annotators": [{"name": "verbosity", "backend": {"name": "hf", "modle": "x"}}],
                            "selector": {"name": "verbosity"}})
-    with pytest.raises(SpecError, match=r"annotators\[0\]\.backend\.modle"):
+    with pytest.raises(SpecError, match=r"annotators\[0\]\.backend: unknown key modle"):
         pipe.validate(typo)
     with pytest.raises(SpecError, match="unknown prompt version 'v9'"):
         pipe.validate(merge(profile, {"annotators": [{"name": "verbosity", "prompt": "v9"}],
