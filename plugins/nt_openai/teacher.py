@@ -3,9 +3,10 @@ SGLang's server, llama.cpp, hosted providers), resumable and fault-tolerant.
 
 Requests (one per question, carrying its n samples through the ``n`` parameter, or one per sample) are
 ordered question by question and cut into fixed shards. All requests run through one event loop at the
-given concurrency, and each shard is written to ctx.scratch as soon as its requests are done, so a run
-killed at any point loses only its in-flight requests. A request that still fails after its retries is
-written as a row with ``finish_reason`` "error: <kind>"; a restart sends only those again.
+given concurrency, spread over the servers when base_url lists several, and each shard is written to
+ctx.scratch as soon as its requests are done, so a run killed at any point loses only its in-flight
+requests. A request that still fails after its retries is written as a row with ``finish_reason``
+"error: <kind>"; a restart sends only those again.
 
 ``reasoning_tokens`` is the server's own count of a trace's thinking tokens
 (``usage.completion_tokens_details.reasoning_tokens``, which DeepSeek's and OpenAI's APIs return), null where the
@@ -20,10 +21,9 @@ import time
 from collections import Counter
 from typing import Any, Literal
 
-import openai
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nt_harness import UserError
 from nt_harness.components import Context, Settings, Teacher
@@ -32,7 +32,7 @@ from nt_harness.records import QUESTIONS, TRACES, trace_id
 from nt_harness.seeds import request_seed
 from nt_harness.shards import run_sharded
 from nt_harness.traces import split_trace
-from nt_openai.client import Caller, Choice, Reply
+from nt_openai.client import Caller, Choice, Refused, Reply
 
 # what a fatal status (client.FATAL_STATUS) means for the user; the server's own message may quote the key
 FATAL_REASONS = {401: "wrong or missing API key (api_key_env)", 403: "this key has no access to the model",
@@ -91,10 +91,13 @@ class OpenAITeacher(Teacher):
     description = "reasoning traces from any OpenAI-compatible server (DeepSeek, vLLM, SGLang, llama.cpp), resumable"
     # prices stay in the key: each trace's cost_usd is written with it
     execution = ("api_key_env", "concurrency", "max_retries", "backoff_s", "max_backoff_s", "timeout_s",
-                 "requests_per_minute", "tokens_per_minute", "max_failed_share")
+                 "requests_per_minute", "tokens_per_minute", "max_failed_share", "cooldown_s")
 
     class Settings(Settings):
-        base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's /v1 address (vLLM's default)")
+        base_url: str | list[str] = Field(
+            "http://127.0.0.1:8000/v1",
+            description="the server's /v1 address (vLLM's default), or a list of replicas serving the same model",
+        )
         model: str = Field(description="model name as the server knows it")
         api_key_env: str = Field(
             "OPENAI_API_KEY",
@@ -127,10 +130,41 @@ class OpenAITeacher(Teacher):
         tokens_per_minute: float | None = Field(None, gt=0, description="None = unlimited")
         price_per_m_input: float = Field(0.0, ge=0, description="USD per million prompt tokens")
         price_per_m_output: float = Field(0.0, ge=0, description="USD per million completion tokens")
+        cooldown_s: float = Field(10.0, gt=0, description="a server that failed (connection, timeout, 5xx) "
+                                  "gets no requests for this long while another is up")
         max_failed_share: float = Field(
             0.05, ge=0, le=1,
             description="more failed requests than this fails the stage (answered ones stay for the rerun)",
         )
+
+        @field_validator("base_url")
+        @classmethod
+        def _one_url_each(cls, value: str | list[str]) -> str | list[str]:
+            """Several servers are a TOML list; comma-separated text would be sent as one broken URL."""
+            urls = [value] if isinstance(value, str) else value
+            if not urls:
+                raise ValueError("base_url: give at least one server")
+            for url in urls:
+                if "," in url:
+                    raise ValueError(f"base_url {url!r} holds a comma: several servers are a TOML list, e.g. "
+                                     f"--set 'teacher.base_url=[\"http://a:8000/v1\",\"http://b:8000/v1\"]'")
+            if len(set(urls)) < len(urls):
+                raise ValueError(f"base_url lists a server twice: {urls}")
+            return value
+
+    @property
+    def servers(self) -> list[str]:
+        base = self.settings.base_url
+        return [base] if isinstance(base, str) else list(base)
+
+    def key_settings(self) -> dict:
+        """A list of servers holds replicas of one model (``model`` is in the key): which of them answer is
+        execution, like concurrency, so a stopped run resumes on other nodes. A single base_url stays in the
+        key, as it always was: it may name a provider."""
+        key = super().key_settings()
+        if isinstance(self.settings.base_url, list):
+            del key["base_url"]
+        return key
 
     def _api_key(self) -> str:
         name = self.settings.api_key_env
@@ -179,10 +213,10 @@ class OpenAITeacher(Teacher):
         done = {"tokens": 0, "started": time.perf_counter()}
 
         async def open_caller() -> Caller:
-            return Caller(base_url=s.base_url, api_key=api_key, endpoint=s.endpoint, timeout_s=s.timeout_s,
+            return Caller(base_urls=self.servers, api_key=api_key, endpoint=s.endpoint, timeout_s=s.timeout_s,
                           concurrency=s.concurrency, max_retries=s.max_retries, backoff_s=s.backoff_s,
                           max_backoff_s=s.max_backoff_s, requests_per_minute=s.requests_per_minute,
-                          tokens_per_minute=s.tokens_per_minute)
+                          tokens_per_minute=s.tokens_per_minute, cooldown_s=s.cooldown_s)
 
         def plan(todo: dict[int, pa.Table | None]) -> None:
             nonlocal caller
@@ -235,8 +269,8 @@ class OpenAITeacher(Teacher):
             with progress.task(f"teacher openai ({s.model})", total=len(calls) * per_call) as advance:
                 table, reused = run_sharded(ids, ctx.scratch, run_shard, API_TRACES, advance,
                                             redo=has_failures, plan=plan)
-        except openai.APIStatusError as e:  # the client raises only the statuses no request can get past
-            raise UserError(f"teacher openai: {s.base_url} refused the request with HTTP {e.status_code}: "
+        except Refused as e:  # the client raises only the statuses no request can get past
+            raise UserError(f"teacher openai: {e.url} refused the request with HTTP {e.status_code}: "
                             f"{FATAL_REASONS.get(e.status_code, 'see the server log')}") from e
         finally:  # an error or interrupt leaves requests in flight: cancel them and close the connections
             leftover = asyncio.all_tasks(loop)
@@ -290,6 +324,7 @@ class OpenAITeacher(Teacher):
             answered=len(finish) - sum(failed.values()), failed=dict(failed),
             retries=sum(a - 1 for a in attempts),
             retries_this_run=dict(caller.retries) if caller else {},
+            servers_this_run=caller.servers.stats() if caller else {},  # attempts and failures per server
             billed_prompt_tokens=(pc.sum(table.column("prompt_tokens")).as_py() or 0) // per_call,
             billed_completion_tokens=pc.sum(table.column("completion_tokens")).as_py() or 0,
             cost_usd=round(pc.sum(table.column("cost_usd")).as_py() or 0.0, 6),
@@ -298,13 +333,13 @@ class OpenAITeacher(Teacher):
         )
         failed_requests = sum(failed.values()) // per_call
         if attempts and failed_requests == len(attempts) and set(failed) <= {"connection", "timeout"}:
-            raise UserError(f"teacher openai: cannot reach {s.base_url}: every request failed "
+            raise UserError(f"teacher openai: cannot reach {', '.join(self.servers)}: every request failed "
                             f"({', '.join(sorted(failed))}) after {s.max_retries} retries; is the server running and "
                             f"base_url right?")
         if failed_requests > s.max_failed_share * len(attempts):
             kinds = ", ".join(f"{k}: {v // per_call}" for k, v in sorted(failed.items()))
             raise UserError(
                 f"teacher openai: {failed_requests} of {len(attempts)} requests failed after {s.max_retries} "
-                f"retries ({kinds}) at {s.base_url}, more than max_failed_share = {s.max_failed_share}; the answered "
-                f"ones are kept: run again to retry the rest"
+                f"retries ({kinds}) at {', '.join(self.servers)}, more than max_failed_share = {s.max_failed_share}; "
+                f"the answered ones are kept: run again to retry the rest"
             )
