@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from nt_harness import UserError, __version__, leaderboard
+from nt_harness.executors import Study, plan_study
 from nt_harness.pipeline import STAGES, Pipeline
 from nt_harness.plugins import PluginError, Plugins
 from nt_harness.progress import Progress
@@ -100,6 +101,8 @@ def command_line(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None, sp
         spec["benchmarks"] = benches
     if opts.get("seed") is not None:
         spec["seed"] = opts["seed"]
+    if opts.get("executor") and (spec.get("executor") or {}).get("name") != opts["executor"]:
+        spec["executor"] = {"name": opts["executor"]}  # another executor: the profile's settings were for its own
     return apply_sets(spec, list(opts.get("set") or ()))
 
 
@@ -123,6 +126,8 @@ def run_options(f):
                      default=lambda: os.environ.get("NT_HARNESS_THREADS", "2"),
                      show_default="2", help="torch threads"),
         click.option("--quiet", is_flag=True, help="no progress bars"),
+        click.option("--executor", help="who builds the stages: local (default; one after another) or "
+                                        "local-parallel (executor.workers at once), or a plugin's; see `plugins`"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -138,10 +143,16 @@ def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, bas
     chosen = [resolve_recipe(pm, aliases.get(r, r)) for r in recipes]
     specs = [(r, b, make_spec(pm, r, opts, b)) for b in budgets for r in chosen]  # validate all first
     runs = []
-    with store.locked(), Progress(err, disable=opts.get("quiet", False)) as progress:
+    with Progress(err, disable=opts.get("quiet", False)) as progress:
         pipe = Pipeline(pm, store, progress, threads=opts["threads"], force=set(opts.get("force") or ()))
         for _, _, spec in specs:
             pipe.validate(spec)
+        executor = pipe.instantiate("executor", specs[0][2].get("executor") or "local", "executor")
+        # the study as a graph: the executor builds its nodes (shared ones once), then the runs read them
+        planned = [(leaderboard.BASE, specs[0][2], True)] if base else []
+        planned += [(recipe.name, spec, False) for recipe, _, spec in specs] if recipes_too else []
+        executor.run(plan_study(pipe, planned, until), Study(pipe, str(store.root), opts["threads"]))
+        pipe.force = set()  # forced stages were built again just now
         if base:
             runs.append(pipe.baseline(specs[0][2]))
         for recipe, _, spec in specs if recipes_too else ():

@@ -1,4 +1,4 @@
-"""The seven kinds of component and the context a stage runs in.
+"""The kinds of component and the context a stage runs in (the executor kind: ``nt_harness.executors``).
 
 A component is a class with a ``name``, a ``version`` (bump it when its output changes: it is part of
 every cache key) and a pydantic ``Settings`` model (unknown keys are refused, so a typo is named).
@@ -164,4 +164,4 @@ class Benchmark(Component):
         raise NotImplementedError(f"benchmark {self.name!r} does not list its questions")
 
 
-KINDS = ("source", "teacher", "annotator", "selector", "trainer", "benchmark")
+KINDS = ("source", "teacher", "annotator", "selector", "trainer", "benchmark", "executor")  # executor: executors.py

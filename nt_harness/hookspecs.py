@@ -64,6 +64,15 @@ def register_benchmarks(register: Callable) -> None:
 
 
 @hookspec
+def register_executors(register: Callable) -> None:
+    """Register executors that build a study's graph of stages (``nt_harness.executors.Executor``
+    subclasses; its docstring is the interface), chosen with ``--executor NAME`` or a profile's ``executor``.
+
+    Example: ``register(LocalParallelExecutor)``.
+    """
+
+
+@hookspec
 def register_recipes(register: Callable) -> None:
     """Register recipes and profiles (``nt_harness.recipes.Recipe`` / ``Profile`` objects).
 

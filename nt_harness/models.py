@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from filelock import FileLock
+
 
 def cpu_dtype() -> str:
     """The dtype a model runs in on this CPU: bf16 where it is native (oneDNN's own test; 3x fp32 for
@@ -24,15 +26,21 @@ class ModelResolver:
         if spec in self.aliases:
             folder = self.cache / spec
             if not (folder / "config.json").exists():
-                tmp = self.cache / f".tmp-{spec}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                if self.progress:
-                    self.progress.log(f"building model {spec!r} into {folder} (once)")
-                self.aliases[spec](tmp)
-                shutil.rmtree(folder, ignore_errors=True)
-                tmp.rename(folder)
+                self.cache.mkdir(parents=True, exist_ok=True)
+                with FileLock(self.cache / f".{spec}.lock"):  # processes sharing the cache build it once
+                    if not (folder / "config.json").exists():
+                        self._build(spec, folder)
             return str(folder)
         if Path(spec).expanduser().exists():
             return str(Path(spec).expanduser().resolve())
         return spec  # a hub id; transformers will fetch it (or fail clearly when offline)
+
+    def _build(self, spec: str, folder: Path) -> None:
+        tmp = self.cache / f".tmp-{spec}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if self.progress:
+            self.progress.log(f"building model {spec!r} into {folder} (once)")
+        self.aliases[spec](tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)

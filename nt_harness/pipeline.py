@@ -2,6 +2,10 @@
 
 Each stage reads only what the stage before it wrote (through the store) and is keyed by its component,
 settings and input keys; ``force`` names the stages to recompute.
+
+A study is a graph of such stages: ``plan`` gives a run's nodes (their keys computed without running
+anything) and ``build_node`` builds one node from the store, its inputs already there, in this process or
+another (``nt_harness.executors``). Then ``run`` only reads what the nodes stored.
 """
 
 from __future__ import annotations
@@ -25,6 +29,31 @@ from nt_harness.recipes import SpecError
 from nt_harness.store import Entry, Store, write_table
 
 STAGES = ("source", "teacher", "annotate", "select", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One stage of a study, described by plain data so another process can build it (``run_node``).
+
+    ``key`` is its store key (unique across stages); ``deps`` the keys of the nodes it reads; ``recipe`` and
+    ``spec`` one run that contains it (a node that recipes share is one node), ``base`` whether that run is the
+    untrained student's; ``force`` whether it is built again even when stored."""
+
+    stage: str
+    component: str
+    key: str
+    deps: tuple[str, ...] = ()
+    recipe: str = ""
+    spec: dict = field(default_factory=dict, compare=False, hash=False)
+    base: bool = False
+    force: bool = False
+
+    def __str__(self):
+        return f"{self.stage} {self.component} ({self.key[:8]})"
+
+
+class _Reached(Exception):
+    """``build_node``'s stop: the node's stage is stored, the rest of the run is not its business."""
 
 
 @dataclass
@@ -141,6 +170,15 @@ class Pipeline:
         models = Path(os.environ.get("NT_HARNESS_MODELS") or store.root / "models")
         self.models = ModelResolver(plugins.models, models, progress)
         self._forced_done: set[str] = set()
+        self._only: str | None = None  # build_node: the one key this pipeline may build
+
+    def key(self, stage: str, comp: Component, inputs: dict) -> str:
+        return self.store.key(stage, comp.name, comp.version, comp.key_settings(), inputs)
+
+    def _say(self, text: str) -> None:
+        """A run's summary lines, said by the run that reads the results, not by every node that passes by."""
+        if self._only is None:
+            self.progress.log(text)
 
     # building blocks -----------------------------------------------------------------------------
     def instantiate(self, kind: str, conf: dict | str, where: str) -> Component:
@@ -162,12 +200,25 @@ class Pipeline:
             raise SpecError(f"{where}: {e}") from None
 
     def stage(self, stage: str, comp: Component, inputs: dict, run, source=None, benchmarks=()) -> Entry:
-        settings = comp.settings.model_dump(mode="json")
-        key = self.store.key(stage, comp.name, comp.version, comp.key_settings(), inputs)
+        key = self.key(stage, comp, inputs)
         entry = self.store.get(stage, comp.name, key, warn=self.progress.warn)
-        forced = stage in self.force and (stage, key) not in self._forced_done
-        if entry is not None and not forced:
+        if self._only is not None and key != self._only:  # build_node: an input, stored before the node runs
+            if entry is None:
+                raise RuntimeError(f"{stage} {comp.name} ({key[:8]}) is not stored: a node ran before its inputs")
             return entry
+        forced = stage in self.force and (stage, key) not in self._forced_done
+        if entry is None or forced:
+            with self.store.building(stage, comp.name, key, wait=self.progress.log):
+                # another process may have built it while this one waited for the lock
+                entry = self.store.get(stage, comp.name, key, warn=self.progress.warn)
+                if entry is None or forced:
+                    entry = self._build(stage, comp, key, inputs, run, source, benchmarks)
+        if self._only is not None:
+            raise _Reached(entry)
+        return entry
+
+    def _build(self, stage: str, comp: Component, key: str, inputs: dict, run, source, benchmarks) -> Entry:
+        settings = comp.settings.model_dump(mode="json")
         self._forced_done.add((stage, key))
         manifest = {"component": comp.name, "kind": comp.kind, "version": comp.version, "settings": settings,
                     "inputs": inputs}
@@ -224,9 +275,7 @@ class Pipeline:
         for i, conf in enumerate(spec.get("annotators", [])):
             ann = self.instantiate("annotator", conf, f"annotators[{i}]")
             check_requires(i, ann, written)
-            inputs = {"pool": pool.key}
-            if ann.requires:  # outputs of earlier annotators it reads are inputs like the pool
-                inputs["columns"] = {c: written[c] for c in ann.requires}
+            inputs = self._annotator_inputs(ann, pool.key, written)
             seen = base.drop_columns([c for c in ann.requires if c in base.column_names])
             for c in ann.requires:  # the pool plus only the columns it declares: what its cache key covers
                 seen = seen.append_column(c, table.column(c))
@@ -247,6 +296,93 @@ class Pipeline:
                 else:
                     table = table.append_column(name, columns.column(name))
         return table, entries
+
+    @staticmethod
+    def _annotator_inputs(ann: Component, pool: str, written: dict[str, str]) -> dict:
+        inputs = {"pool": pool}
+        if ann.requires:  # outputs of earlier annotators it reads are inputs like the pool
+            inputs["columns"] = {c: written[c] for c in ann.requires}
+        return inputs
+
+    def _select_inputs(self, spec: dict, selector: Component, pool: str, annotations: list[str]) -> tuple[dict, list]:
+        inputs = {"pool": pool, "annotations": annotations, "budget": int(spec["budget"]),
+                  "seed": int(spec.get("seed", 0))}
+        benchmarks = []
+        if selector.uses_benchmarks:
+            benchmarks = [self.instantiate("benchmark", c, f"benchmarks[{i}]")
+                          for i, c in enumerate(spec.get("benchmarks", []))]
+            inputs["benchmarks"] = [{"name": b.name, **b.key_settings()} for b in benchmarks]
+        return inputs, benchmarks
+
+    @staticmethod
+    def _train_inputs(spec: dict, selection: str) -> dict:
+        inputs = {"selection": selection, "student": spec["student"]}
+        mixing = mixing_settings(spec)
+        if mixing["mode"] != "none":  # System-2-only runs keep the keys they had before mixing existed
+            inputs["mixing"] = mixing
+        return inputs
+
+    # the study as a graph ----------------------------------------------------------------------------
+    def plan(self, recipe: str, spec: dict, until: str | None = None, base: bool = False) -> list[Node]:
+        """The nodes ``run(recipe, spec, until)`` (or ``baseline(spec)`` when ``base``) builds, in an order that
+        puts every node after the nodes it reads, with the keys ``run`` finds: nothing is built or read.
+        Annotation columns are the annotators' declared ``columns``, as ``validate`` checks them."""
+        nodes: list[Node] = []
+
+        def add(stage, comp, inputs, deps) -> str:
+            key = self.key(stage, comp, inputs)
+            nodes.append(Node(stage, comp.name, key, tuple(deps), recipe, spec, base, stage in self.force))
+            return key
+
+        def evaluations(model_key, deps):
+            for i, conf in enumerate(spec.get("benchmarks", [])):
+                add("evaluate", self.instantiate("benchmark", conf, f"benchmarks[{i}]"), {"model": model_key}, deps)
+            return nodes
+
+        if base:
+            return evaluations(f"base:{spec['student']}", [])
+        questions = add("source", self.instantiate("source", spec["source"], "source"), {}, [])
+        if until == "source":
+            return nodes
+        pool = add("teacher", self.instantiate("teacher", spec["teacher"], "teacher"), {"questions": questions},
+                   [questions])
+        if until == "teacher":
+            return nodes
+        annotations, written = [], {}
+        for i, conf in enumerate(spec.get("annotators", [])):
+            ann = self.instantiate("annotator", conf, f"annotators[{i}]")
+            key = add("annotate", ann, self._annotator_inputs(ann, pool, written), [pool, *annotations[-1:]])
+            annotations.append(key)
+            written.update(dict.fromkeys(ann.columns, key))
+        if until == "annotate":
+            return nodes
+        selector = self.instantiate("selector", spec["selector"], "selector")
+        chosen = add("select", selector, self._select_inputs(spec, selector, pool, annotations)[0],
+                     [pool, *annotations[-1:]])
+        if until == "select":
+            return nodes
+        trained = add("train", self.instantiate("trainer", spec["trainer"], "trainer"),
+                      self._train_inputs(spec, chosen), [chosen])
+        if until == "train":
+            return nodes
+        return evaluations(trained, [trained])
+
+    def build_node(self, node: Node) -> Entry:
+        """Build ``node`` (or find it stored) by the run that contains it, its inputs found in the store."""
+        self._only = node.key
+        force = self.force
+        if not node.force:
+            self.force = set()
+        try:
+            if node.base:
+                self.baseline(node.spec)
+            else:
+                self.run(node.recipe, node.spec, until=None if node.stage == "evaluate" else node.stage)
+        except _Reached as reached:
+            return reached.args[0]
+        finally:
+            self._only, self.force = None, force
+        raise RuntimeError(f"node {node} was not met by its run: plan and run disagree on its key")
 
     def validate(self, spec: dict) -> None:
         """Build every component of ``spec`` before any work, so a typo costs seconds, not a run."""
@@ -311,17 +447,12 @@ class Pipeline:
                 reasons[r] = reasons.get(r, 0) + 1
             return {"kept": pc.sum(sel.column("kept").cast(pa.int64())).as_py() or 0, "reasons": reasons}
 
-        inputs = {"pool": pool.key, "annotations": ann_keys, "budget": budget, "seed": seed}
-        benchmarks = []
-        if selector.uses_benchmarks:
-            benchmarks = [self.instantiate("benchmark", c, f"benchmarks[{i}]")
-                          for i, c in enumerate(spec.get("benchmarks", []))]
-            inputs["benchmarks"] = [{"name": b.name, **b.key_settings()} for b in benchmarks]
+        inputs, benchmarks = self._select_inputs(spec, selector, pool.key, ann_keys)
         chosen = self.stage("select", selector, inputs, select, source, benchmarks)
         partial.stages["select"] = chosen.key
         reasons = chosen.manifest["stats"]["reasons"]
-        self.progress.log(f"{recipe}: selector {selector.name} kept {chosen.manifest['stats']['kept']} "
-                          f"of {table.num_rows} traces — " + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())))
+        self._say(f"{recipe}: selector {selector.name} kept {chosen.manifest['stats']['kept']} "
+                  f"of {table.num_rows} traces — " + ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())))
         if until == "select":
             return partial
         if not chosen.manifest["stats"]["kept"]:
@@ -339,10 +470,7 @@ class Pipeline:
             ctx.stats["system2_share"] = round(ctx.stats["system2_examples"] / max(examples.num_rows, 1), 4)
             return trainer.train(examples, self.models.resolve(student), ctx)
 
-        inputs = {"selection": chosen.key, "student": student}
-        if mixing["mode"] != "none":  # System-2-only runs keep the keys they had before mixing existed
-            inputs["mixing"] = mixing
-        trained = self.stage("train", trainer, inputs, train, source)
+        trained = self.stage("train", trainer, self._train_inputs(spec, chosen.key), train, source)
         partial.stages["train"] = trained.key
         if until == "train":
             return partial
@@ -369,6 +497,8 @@ class Pipeline:
         results, entries, per_question = [], [], {}
         for i, conf in enumerate(spec.get("benchmarks", [])):
             bench = self.instantiate("benchmark", conf, f"benchmarks[{i}]")
+            if self._only is not None and self.key("evaluate", bench, {"model": model_key}) != self._only:
+                continue  # build_node: another benchmark's node; this one reads none of the others
 
             def evaluate(ctx, bench=bench):
                 rows = bench.evaluate(model, ctx)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-SECTIONS = ("source", "teacher", "selector", "trainer")  # one component each
+SECTIONS = ("source", "teacher", "selector", "trainer", "executor")  # one component each
 LISTS = ("annotators", "benchmarks")  # several components each
 SCALARS = ("student", "budget", "seed", "native_budget")
 # defaults: settings per section and component name, used wherever a recipe names that component, e.g. a

@@ -3,7 +3,9 @@
 A stage output lives in ``<workdir>/store/<stage>/<component>-<key>/`` with a ``manifest.json``. The key
 hashes (stage, component name and version, settings, input keys), so a stage that has run is never run
 again and two recipes that share a pool share it. Outputs are written into a temporary folder and
-renamed into place only when complete: a crash leaves nothing half-written. ``scratch`` folders
+renamed into place only when complete: a crash leaves nothing half-written. Many processes may share a store:
+a stage is built under its own lock (``building``), so no stage is built twice at once and different stages
+never wait for each other. ``scratch`` folders
 survive crashes for stages that resume (teacher shards). The manifest lists every file with its size, so an
 entry damaged afterwards (a disk filled up, a file edited or truncated) is found when read, moved aside to
 ``.corrupt-*`` and built again rather than built on.
@@ -100,7 +102,7 @@ class Store:
 
     @contextmanager
     def locked(self):
-        """One run per store at a time; a second run is told who holds it instead of corrupting it."""
+        """The whole store to one process (a script that wants it so); runs use the per-stage ``building``."""
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
@@ -111,6 +113,32 @@ class Store:
             yield self
         finally:
             self._lock.release()
+
+    @contextmanager
+    def building(self, stage: str, component: str, key: str, wait=None):
+        """Hold the lock of one stage while it is built, so two processes never build it twice and different
+        stages never wait for each other. The lock is the OS's (flock): a process killed while building
+        releases it, and the next builder clears what it left (its ``.tmp-*`` folder). ``wait(text)`` is told
+        when another process holds the lock, before this one waits for it."""
+        lock_path = self.root / "locks" / stage / f"{component.replace(':', '_')}-{key}.lock"
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(lock_path)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if wait:
+                    wait(f"{stage} {component} ({key[:8]}) is being built by another process: waiting for it")
+                lock.acquire()
+        except OSError as e:
+            raise UserError(f"workdir {self.root}: cannot write the lock file {lock_path} ({e.strerror or e})") from None
+        try:
+            final = self.path(stage, component, key)
+            for stale in final.parent.glob(f".tmp-{final.name}-*"):  # a killed builder's; the lock says it is gone
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            lock.release()
 
     @staticmethod
     def key(stage: str, component: str, version: str, settings: dict, inputs: dict[str, str]) -> str:
@@ -131,7 +159,10 @@ class Store:
         if problem is None:
             return Entry(stage, key, path)
         aside = path.parent / f".corrupt-{path.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        path.rename(aside)
+        try:
+            path.rename(aside)
+        except FileNotFoundError:  # another process set it aside first
+            return None
         warn(f"store entry {path} is damaged ({problem}): moved to {aside.name}, building it again")
         return None
 

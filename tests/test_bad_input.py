@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import traceback
 from pathlib import Path
 
@@ -179,23 +178,6 @@ def test_an_unreachable_server_is_one_line_naming_its_url(tmp_path):
 
 
 # the store ------------------------------------------------------------------------------------------------
-def test_the_store_lock_held_by_another_run_is_one_line(tmp_path):
-    code = textwrap.dedent(f"""
-        import time
-        from nt_harness.store import Store
-        with Store({str(tmp_path / "w")!r}).locked():
-            print("locked", flush=True)
-            time.sleep(60)
-    """)
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        refused(tmp_path, "questions", "random", fragments=["another nt-harness run is using"])
-    finally:
-        holder.kill()
-        holder.wait()
-
-
 @pytest.mark.parametrize("damage", ["truncated manifest", "truncated data", "missing data"])
 def test_a_damaged_store_entry_is_named_set_aside_and_rebuilt(tmp_path, damage):
     """A manifest cut to 40 bytes was taken as a stored stage and the next stage built on it."""

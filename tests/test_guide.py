@@ -58,7 +58,7 @@ def test_every_hook_is_described():
     from nt_harness import hookspecs
 
     hooks = [name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "nt_harness_spec")]
-    assert len(hooks) == 9
+    assert len(hooks) == 10
     text = GUIDE.read_text()
     for hook in hooks:
         assert f"`{hook}(" in text, f"hook {hook} is not described in docs/plugins.md"
