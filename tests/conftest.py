@@ -1,4 +1,4 @@
-"""Shared fixtures. Model work runs on one thread (ENVIRONMENT.md: two threads collapse when another
+"""Shared fixtures. Model work runs on one thread (on a 2-core machine two threads collapse when another
 process holds a core), and nothing touches a model hub."""
 
 import os

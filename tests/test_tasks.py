@@ -2,6 +2,7 @@
 and the shared scoring (nt_lmeval.reasoning) is right on hand-written responses."""
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,7 +11,8 @@ import pytest
 from nt_lmeval import LMEvalBenchmark, reasoning, tasks_dir
 
 DATA = Path(__file__).parent / "data" / "reasoning_tasks"
-REFERENCE = Path("/work/shared/data/benchmarks")  # real files on the project's machines only
+# a folder holding the real MATH-500, AIME 2024 and AMC 2023 files (math500.jsonl, aime24.jsonl, amc23.jsonl)
+REFERENCE = Path(os.environ.get("NT_HARNESS_REFERENCE_DATA") or "no-reference-data")
 
 LOCAL = {
     "math500_reasoning": DATA / "math500.jsonl",
@@ -167,7 +169,7 @@ def test_mmlu_pro_and_supergpqa_letters(loaded):
     assert reasoning.score_letter(sgpqa[0], ["<think>\nNitrogen, so B"]) == {"exact_match": 0.0, "no_answer": 1.0}
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference benchmark files absent")
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="NT_HARNESS_REFERENCE_DATA names no folder of the real files")
 def test_real_files_load_and_their_gold_answers_score_right():
     files = {"math500_reasoning": "math500.jsonl", "aime24_reasoning": "aime24.jsonl", "amc23_reasoning": "amc23.jsonl"}
     tasks = manager({t: REFERENCE / f for t, f in files.items()}).load(list(files))["tasks"]

@@ -367,7 +367,7 @@ if __name__ == "__main__":  # vLLM's engine processes may re-import the main mod
     rows = LMEvalBenchmark(**settings).evaluate(model, ctx)
     (out / "rows.json").write_text(json.dumps(rows))
 """
-# what the CPU build needs (ENVIRONMENT.md); float32 like the hf backend on a CPU, so greedy outputs can agree
+# what the CPU build needs (nt_vllm.cpu_venv); float32 like the hf backend on a CPU, so greedy outputs can agree
 VLLM_CPU_ARGS = {"gpu_memory_utilization": 0.25, "enforce_eager": True, "dtype": "float32"}
 MAX_GEN_TOKS = 64
 

@@ -143,7 +143,7 @@ class LMEvalBenchmark(Benchmark):
         base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1/chat/completions
         served_model: str | None = None  # the server's name for the model; default: the model folder
         # more of lm-eval's model arguments for the backend, e.g. {"gpu_memory_utilization": 0.25,
-        # "enforce_eager": true} for vLLM on a CPU (ENVIRONMENT.md), or a dtype; not those set above
+        # "enforce_eager": true} for vLLM on a CPU (nt_vllm.cpu_venv), or a dtype; not those set above
         model_args: dict = Field(default_factory=dict)
         # inference modes, each its own result rows (see the module docstring); ["think"] = the tasks as is
         modes: list[Mode] = Field(default_factory=lambda: ["think"])

