@@ -6,7 +6,7 @@ peak memory each call added (resident set, /proc/self VmHWM reset before each ca
     python benchmarks/selection_scale.py --traces 200000 --budget 20000 --only long,topic-uniform
 
 The pool holds only the columns selectors read (no trace text): selection memory should scale with those
-columns, not with the traces. Issue 3's targets on 2 cores: random, long, disagree, verbosity under 10 s;
+columns, not with the traces. Targets on 2 cores: random, long, disagree, verbosity under 10 s;
 cluster-uniform (embeddings given) under 60 s.
 """
 
