@@ -128,6 +128,8 @@ def run_options(f):
         click.option("--quiet", is_flag=True, help="no progress bars"),
         click.option("--executor", help="who builds the stages: local (default; one after another) or "
                                         "local-parallel (executor.workers at once), or a plugin's; see `plugins`"),
+        click.option("--dry-run", is_flag=True, help="list the stages the executor would build (and how: a job's "
+                                                     "resources); build, submit and store nothing"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -151,7 +153,14 @@ def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, bas
         # the study as a graph: the executor builds its nodes (shared ones once), then the runs read them
         planned = [(leaderboard.BASE, specs[0][2], True)] if base else []
         planned += [(recipe.name, spec, False) for recipe, _, spec in specs] if recipes_too else []
-        executor.run(plan_study(pipe, planned, until), Study(pipe, str(store.root), opts["threads"]))
+        nodes, study = plan_study(pipe, planned, until), Study(pipe, str(store.root), opts["threads"])
+        if opts.get("dry_run"):  # an executor may say how it would build each node (`describe`)
+            describe = getattr(executor, "describe", None)
+            for line in describe(nodes, study) if describe else [f"{n.stage}\t{n.recipe}\t{n.key}" for n in nodes
+                                                                   if not study.stored(n)]:
+                click.echo(line)
+            raise click.exceptions.Exit(0)
+        executor.run(nodes, study)
         pipe.force = set()  # forced stages were built again just now
         if base:
             runs.append(pipe.baseline(specs[0][2]))
