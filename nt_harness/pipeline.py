@@ -386,6 +386,10 @@ class Pipeline:
 
     def validate(self, spec: dict) -> None:
         """Build every component of ``spec`` before any work, so a typo costs seconds, not a run."""
+        for key, least in (("budget", 1), ("seed", 0)):
+            value = spec.get(key, least)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise SpecError(f"{key}: a whole number, at least {least} (got {value!r})")
         built = {kind: self.instantiate(kind, spec[kind], kind) for kind in ("source", "teacher", "trainer")}
         annotators = [self.instantiate("annotator", c, f"annotators[{i}]") for i, c in enumerate(spec.get("annotators", []))]
         for i, conf in enumerate(spec.get("benchmarks", [])):
