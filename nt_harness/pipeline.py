@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
@@ -70,57 +69,22 @@ class RunResult:
     per_question: dict = field(default_factory=dict)  # task -> metric -> {question_id: value}, for paired tests
 
 
-MIXING_MODES = ("none", "random", "difficulty")
-
-
-def mixing_settings(spec: dict) -> dict:
-    """The spec's ``mixing`` section, checked: how many examples keep their thinking (System-2) and how
-    many are the final answer only (System-1). Mixed System-1/System-2 distillation is NaturalThoughts'
-    (arXiv 2507.01921, Table 4): "random" makes each example System-2 with probability ``p`` (the paper's
-    p of 0.2/0.4/0.6 is the System-2 share: random mixing "at 60 % System-2" is p = 0.6); "difficulty" makes
-    the examples whose models disagree (the `judge` annotator's verdict) System-2 and the rest System-1."""
-    raw = dict(spec.get("mixing") or {})
-    unknown = set(raw) - {"mode", "p", "seed"}
-    if unknown:
-        raise SpecError(f"mixing: unknown key(s) {', '.join(sorted(unknown))}; known: mode, p, seed")
-    mode = raw.get("mode", "none")
-    if mode not in MIXING_MODES:
-        raise SpecError(f"mixing.mode: {mode!r} is not one of {', '.join(MIXING_MODES)}")
-    if mode != "random":
-        if "p" in raw:
-            raise SpecError(f"mixing.p: only mode 'random' takes a probability (mode is {mode!r})")
-        return {"mode": mode}
-    p = raw.get("p")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-        raise SpecError(f"mixing.p: the probability of a System-2 example, a number in [0, 1] (got {p!r})")
-    return {"mode": "random", "p": float(p), "seed": int(raw.get("seed", spec.get("seed", 0)))}
-
-
-def build_examples(pool: pa.Table, selection: pa.Table, mixing: dict | None = None) -> pa.Table:
-    """Kept traces in selection order as training examples: System-2 (full trace) unless ``mixing`` (see
-    ``mixing_settings``) makes some System-1 (final answer only)."""
+def build_examples(pool: pa.Table, selection: pa.Table) -> pa.Table:
+    """Kept traces in selection order as training examples, each in the mode the selection gives it (its
+    optional ``mode`` column: "system2", the whole trace, or "system1", the final answer only; System-2 where
+    it says nothing)."""
     kept = selection.filter(pc.field("kept")).sort_by("rank")
     index = {tid: i for i, tid in enumerate(pool.column("trace_id").to_pylist())}
     rows = pool.take(pa.array([index[t] for t in kept.column("trace_id").to_pylist()], pa.int64()))
-    mode = (mixing or {}).get("mode", "none")
-    if mode == "none":
-        system2 = np.ones(rows.num_rows, dtype=bool)
-    elif mode == "random":
-        system2 = np.random.default_rng(mixing["seed"]).random(rows.num_rows) < mixing["p"]
-    elif mode == "difficulty":
-        if "models_agree" not in rows.column_names:
-            raise SpecError("mixing.mode 'difficulty' needs column models_agree (annotators `system1` and `judge`)")
-        # System-2 where the models disagree, by the judge's verdict as the paper (Table 4); unjudged: System-1
-        system2 = pc.fill_null(rows.column("models_agree"), 1.0).to_numpy() < 1.0
-    else:
-        raise SpecError(f"mixing.mode: {mode!r} is not one of {', '.join(MIXING_MODES)}")
+    modes = (pc.fill_null(kept.column("mode"), "system2") if "mode" in kept.column_names
+             else pa.array(["system2"] * kept.num_rows, pa.string()))
     return pa.table(
         {
             "trace_id": rows.column("trace_id"),
             "question": rows.column("question"),
             "thinking": rows.column("thinking"),
             "answer": rows.column("answer"),
-            "mode": pa.array(np.where(system2, "system2", "system1"), pa.string()),
+            "mode": modes,
         },
         schema=EXAMPLES,
     )
@@ -316,11 +280,7 @@ class Pipeline:
 
     @staticmethod
     def _train_inputs(spec: dict, selection: str) -> dict:
-        inputs = {"selection": selection, "student": spec["student"]}
-        mixing = mixing_settings(spec)
-        if mixing["mode"] != "none":  # System-2-only runs keep the keys they had before mixing existed
-            inputs["mixing"] = mixing
-        return inputs
+        return {"selection": selection, "student": spec["student"]}
 
     # the study as a graph ----------------------------------------------------------------------------
     def plan(self, recipe: str, spec: dict, until: str | None = None, base: bool = False) -> list[Node]:
@@ -410,9 +370,6 @@ class Pipeline:
             check_requires(i, ann, written)
             written.update(ann.columns)
         provided = set(TRACES.names) | written
-        if mixing_settings(spec)["mode"] == "difficulty" and "models_agree" not in provided:
-            raise SpecError("mixing.mode 'difficulty' needs column models_agree: add annotators `verify`, `system1` "
-                            "and `judge`")
         missing = [c for c in selector.requires if c not in provided]
         if missing:
             raise SpecError(
@@ -464,10 +421,9 @@ class Pipeline:
                             f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})")
 
         trainer = self.instantiate("trainer", spec["trainer"], "trainer")
-        mixing = mixing_settings(spec)
 
         def train(ctx):
-            examples = build_examples(table, chosen.table(), mixing)
+            examples = build_examples(table, chosen.table())
             write_table(examples, ctx.out, "examples")
             system2 = pc.equal(examples.column("mode"), "system2").cast(pa.int64())
             ctx.stats["system2_examples"] = pc.sum(system2).as_py() or 0

@@ -23,7 +23,7 @@ SCALARS = ("student", "budget", "seed", "native_budget")
 # profile's {"annotators": {"judge": {"backend": {...}}}} points every recipe's judge at one server
 # by_budget: settings per budget, e.g. {"1000": {"trainer": {"epochs": 10}}}; a run takes the entry of the largest
 # budget not above its own (a step function), so a budget sweep trains each size as its paper did
-KEYS = SECTIONS + LISTS + SCALARS + ("mixing", "defaults", "by_budget")
+KEYS = SECTIONS + LISTS + SCALARS + ("defaults", "by_budget")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ TRACES = pa.schema(
     ]
 )
 
+# a selection may add ``mode`` (string): how a kept trace trains, "system2" (the whole trace) or "system1" (the
+# final answer only); absent or null: System-2 (mixed distillation, e.g. the `mix` selector)
 SELECTION = pa.schema(
     [("trace_id", pa.string()), ("kept", pa.bool_()), ("reason", pa.string()), ("rank", pa.int32())]
 )

@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 import nt_harness
 from nt_harness.components import Context, Selector, Source, Teacher, Trainer
 from nt_harness.datafiles import MalformedRow
-from nt_harness.pipeline import Pipeline, build_examples, mixing_settings
+from nt_harness.pipeline import Pipeline, build_examples
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, SELECTION, TRACES
@@ -25,6 +26,7 @@ from nt_naturalthoughts.annotators import EmbedAnnotator
 from nt_naturalthoughts.selectors import (
     ClusterUniformSelector,
     ComposeSelector,
+    MixSelector,
     LongSelector,
     ShortReferenceSelector,
     StrategyDiverseSelector,
@@ -240,54 +242,57 @@ def all_kept(p):
                      "rank": list(range(n))}, schema=SELECTION)
 
 
-def test_mixing_none_is_all_system2():
+def mixed_modes(pool_, ctx, seed=3, **settings) -> dict:
+    """trace id -> the mode its training example gets, through the `mix` selector and the example builder."""
+    sel = MixSelector(**settings).select(pool_, pool_.num_rows, seed, ctx)
+    ex = build_examples(pool_, sel)
+    return dict(zip(ex.column("trace_id").to_pylist(), ex.column("mode").to_pylist()))
+
+
+def test_a_selection_without_modes_trains_everything_system2():
     p = pool(50)
-    ex = build_examples(p, all_kept(p), mixing_settings({}))
+    ex = build_examples(p, all_kept(p))
     assert set(ex.column("mode").to_pylist()) == {"system2"}
     assert ex.column("trace_id").to_pylist() == p.column("trace_id").to_pylist()
 
 
 @pytest.mark.parametrize("share", [0.2, 0.4, 0.6])
-def test_random_mixing_makes_a_share_p_of_examples_system2(share):
+def test_random_mixing_makes_a_share_p_of_examples_system2(share, ctx):
+    """Table 4's random mixing: p is the System-2 share."""
     n = 20000
     p = pool(n)
-    mixing = mixing_settings({"mixing": {"mode": "random", "p": share}, "seed": 3})
-    modes = np.array(build_examples(p, all_kept(p), mixing).column("mode").to_pylist())
-    rate = (modes == "system2").mean()
-    assert abs(rate - share) < 4 * math.sqrt(share * (1 - share) / n)
-    assert set(modes) == {"system1", "system2"}
-    again = build_examples(p, all_kept(p), mixing).column("mode").to_pylist()
-    other = build_examples(p, all_kept(p), {**mixing, "seed": 4}).column("mode").to_pylist()
-    assert again == modes.tolist() and other != modes.tolist()
+    modes = mixed_modes(p, ctx, mode="random", p=share)
+    rate = sum(m == "system2" for m in modes.values()) / n
+    assert len(modes) == n and abs(rate - share) < 4 * math.sqrt(share * (1 - share) / n)
+    assert mixed_modes(p, ctx, mode="random", p=share) == modes
+    assert mixed_modes(p, ctx, seed=4, mode="random", p=share) != modes
 
 
-def test_random_mixing_extremes():
+def test_random_mixing_extremes(ctx):
     p = pool(100)
     for share, mode in [(0, "system1"), (1, "system2")]:
-        ex = build_examples(p, all_kept(p), mixing_settings({"mixing": {"mode": "random", "p": share}}))
-        assert set(ex.column("mode").to_pylist()) == {mode}
+        assert set(mixed_modes(p, ctx, mode="random", p=share).values()) == {mode}
 
 
-def test_difficulty_mixing_is_system2_exactly_where_the_judge_says_the_models_disagree():
+def test_difficulty_mixing_is_system2_exactly_where_the_judge_says_the_models_disagree(ctx):
     """NaturalThoughts Table 4: System-2 where the models disagree, by the judge, whatever the grades say."""
-    agree = [0.0, 1.0, 0.0, 1.0, None]
-    p = pool(5, models_agree=agree, correct=[1.0, 1.0, 0.0, 0.0, 1.0])
-    ex = build_examples(p, all_kept(p), mixing_settings({"mixing": {"mode": "difficulty"}}))
-    assert ex.column("mode").to_pylist() == ["system2", "system1", "system2", "system1", "system1"]
-    with pytest.raises(SpecError, match="models_agree"):
-        build_examples(pool(3, correct=[1.0] * 3), all_kept(pool(3)), {"mode": "difficulty"})
+    p = pool(5, models_agree=[0.0, 1.0, 0.0, 1.0, None], correct=[1.0, 1.0, 0.0, 0.0, 1.0])
+    sel = MixSelector(mode="difficulty")
+    assert sel.requires == ("models_agree",)
+    assert mixed_modes(p, ctx, mode="difficulty") == {
+        "q0/0": "system2", "q1/0": "system1", "q2/0": "system2", "q3/0": "system1", "q4/0": "system1"}
 
 
-@pytest.mark.parametrize("mixing, message", [
-    ({"mode": "sometimes"}, "mixing.mode"),
-    ({"mode": "random"}, "mixing.p"),
-    ({"mode": "random", "p": 1.5}, "mixing.p"),
-    ({"mode": "difficulty", "p": 0.4}, "only mode 'random'"),
-    ({"mode": "random", "p": 0.4, "share": 1}, "unknown key(s) share"),
+@pytest.mark.parametrize("settings, message", [
+    ({"mode": "random", "p": 1.5}, "less than or equal to 1"),
+    ({"mode": "difficulty", "p": 0.4}, "p, the System-2 share"),
+    ({"mode": "sometimes", "p": 0.4}, "mode"),
 ])
-def test_mixing_settings_name_the_bad_key(mixing, message):
-    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        mixing_settings({"mixing": mixing})
+def test_mix_settings_name_the_bad_one(settings, message):
+    with pytest.raises(ValidationError, match=message):
+        MixSelector(**settings)
+    with pytest.raises(SpecError, match=r"mix.select: unknown selector 'nope'"):
+        MixSelector(select={"name": "nope"}, mode="random", p=0.5)
 
 
 # the train stage is keyed by the mixing settings ------------------------------------------------------------
@@ -342,21 +347,20 @@ class InCode:
         register(KeepAll)
 
 
-def test_the_train_stage_key_includes_the_mixing_settings(tmp_path):
+def test_the_train_stage_key_follows_the_mix_through_the_selection(tmp_path):
     pipe = Pipeline(Plugins(extra=[InCode()]), Store(tmp_path), Progress(disable=True), threads=1)
-    base = {"source": {"name": "two-questions"}, "teacher": {"name": "echo"}, "selector": {"name": "keep-all"},
+    base = {"source": {"name": "two-questions"}, "teacher": {"name": "echo"}, "selector": {"name": "random"},
             "trainer": {"name": "counting"}, "student": "no-such/model", "budget": 4, "seed": 0}
     keys = {}
-    for label, mixing in [("none", None), ("p0", {"mode": "random", "p": 0.0}), ("p1", {"mode": "random", "p": 1.0})]:
-        spec = dict(base, **({"mixing": mixing} if mixing else {}))
+    for label, p in [("none", None), ("p0", 0.0), ("p1", 1.0)]:
+        spec = dict(base, selector={"name": "mix", "mode": "random", "p": p}) if p is not None else base
         pipe.validate(spec)
         keys[label] = pipe.run("t", spec, until="train").stages["train"]
     assert len(set(keys.values())) == 3
-    assert keys["none"] == pipe.run("t", dict(base, mixing={"mode": "none"}), until="train").stages["train"]
     modes = Store(tmp_path).get("train", "counting", keys["p0"]).table("examples").column("mode").to_pylist()
     assert modes == ["system1"] * 4
-    with pytest.raises(SpecError, match="needs column models_agree"):
-        pipe.validate(dict(base, mixing={"mode": "difficulty"}))
+    with pytest.raises(SpecError, match="needs column.*models_agree"):
+        pipe.validate(dict(base, selector={"name": "mix", "mode": "difficulty"}))
 
 
 # recipes ---------------------------------------------------------------------------------------------------
@@ -375,9 +379,9 @@ def test_recipes_are_registered_and_their_selectors_find_their_columns(tmp_path)
 
 def test_cli_names_a_bad_mixing_probability(tmp_path):
     out = subprocess.run([sys.executable, "-m", "nt_harness.cli", "run", "naturalthoughts:mix-random-0.4", "--set",
-                          "mixing.p=2", "--workdir", str(tmp_path / "w"), "--quiet"], capture_output=True, text=True)
+                          "selector.p=2", "--workdir", str(tmp_path / "w"), "--quiet"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "mixing.p" in out.stderr
+    assert "selector" in out.stderr and "p" in out.stderr
 
 
 # natural_reasoning -------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from nt_naturalthoughts.prompted import JudgeAnnotator, StrategiesAnnotator, Top
 from nt_naturalthoughts.selectors import (
     ClusterUniformSelector,
     ComposeSelector,
+    MixSelector,
     LongSelector,
     ShortReferenceSelector,
     StrategyDiverseSelector,
@@ -36,9 +37,9 @@ STRATEGY = {"annotators": [LENGTH, {"name": "strategies"}], "selector": {"name":
 VERBOSITY_HIGH = {"annotators": [LENGTH, {"name": "verbosity"}], "selector": {"name": "verbosity", "level": "high"}}
 
 
-def mixed(mixing: dict, annotators: list[dict]) -> dict:
+def mixed(mix: dict, annotators: list[dict]) -> dict:
     """Mixing runs train on a random selection: difficulty mixing needs agree and disagree examples both."""
-    return {"annotators": annotators, "selector": {"name": "random"}, "mixing": mixing}
+    return {"annotators": annotators, "selector": {"name": "mix", "select": {"name": "random"}, **mix}}
 
 
 @nt_harness.hookimpl
@@ -61,7 +62,7 @@ def register_models(register):
 @nt_harness.hookimpl
 def register_selectors(register):
     for cls in (LongSelector, TopicUniformSelector, ClusterUniformSelector, VerbositySelector,
-                ShortReferenceSelector, StrategyDiverseSelector, ComposeSelector):
+                ShortReferenceSelector, StrategyDiverseSelector, ComposeSelector, MixSelector):
         register(cls)
 
 

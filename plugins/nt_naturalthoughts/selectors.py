@@ -222,6 +222,26 @@ class StrategyDiverseSelector(Selector):
         return finish(d, ctx, question, complete, budget, rng, s.fill)
 
 
+def build_selector(spec: dict, where: str, **settings) -> Selector:
+    """A selector from its spec, for selectors made of selectors; ``settings`` apply where it has them."""
+    from nt_harness.plugins import PluginError, Plugins
+
+    conf = dict(spec)
+    name = conf.pop("name", None)
+    if not name:
+        raise SpecError(f"{where}: no selector name given")
+    try:
+        cls = Plugins().component("selector", name)
+    except PluginError as e:
+        raise SpecError(f"{where}: {e}") from None
+    conf.update({k: v for k, v in settings.items() if k in cls.Settings.model_fields})
+    try:
+        return cls(**conf)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise SpecError(f"{where} ({name}): {problems}") from None
+
+
 class ComposeSelector(Selector):
     """Selectors in sequence: each narrows the traces the one before kept (e.g. models-disagree, then
     length-biased sampling among those), the last one to the budget; then fill from random, recorded."""
@@ -236,28 +256,12 @@ class ComposeSelector(Selector):
 
     def __init__(self, settings=None, **kw):
         super().__init__(settings, **kw)
-        from nt_harness.plugins import PluginError, Plugins
-
-        plugins = Plugins()
         self.steps: list[Selector] = []
         for i, spec in enumerate(self.settings.steps):
-            conf = dict(spec)
-            name = conf.pop("name", None)
-            if not name:
-                raise SpecError(f"compose.steps[{i}]: no selector name given")
-            try:
-                cls = plugins.component("selector", name)
-            except PluginError as e:
-                raise SpecError(f"compose.steps[{i}]: {e}") from None
-            if "fill" in conf:
-                raise SpecError(f"compose.steps[{i}] ({name}): steps never fill; compose's own `fill` tops up")
-            if "fill" in cls.Settings.model_fields:
-                conf["fill"] = False
-            try:
-                self.steps.append(cls(**conf))
-            except ValidationError as e:
-                problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-                raise SpecError(f"compose.steps[{i}] ({name}): {problems}") from None
+            if "fill" in spec:
+                raise SpecError(f"compose.steps[{i}] ({spec.get('name')}): steps never fill; compose's own `fill` "
+                                "tops up")
+            self.steps.append(build_selector(spec, f"compose.steps[{i}]", fill=False))
         # an instance attribute: the pipeline checks the columns every step needs before any work
         self.requires = tuple(dict.fromkeys(c for step in self.steps for c in step.requires))
 
@@ -286,3 +290,46 @@ class ComposeSelector(Selector):
                     break
         d.drop(~complete, "dropped: incomplete")
         return finish(d, ctx, question, complete, budget, rng, self.settings.fill)
+
+
+class MixSelector(Selector):
+    """Mixed System-1/System-2 distillation (NaturalThoughts Table 4) as a selection: another selector picks
+    the traces, this one decides which train with their thinking (System-2) and which on the final answer only
+    (System-1), in the selection's ``mode`` column; the trainer renders what it is given."""
+
+    name = "mix"
+    version = "1"
+    description = "System-1/System-2 mix over another selector's choice: a random share p, or System-2 where the " \
+                  "judge says the models disagree (Table 4)"
+
+    class Settings(Settings):
+        select: dict = Field(default_factory=lambda: {"name": "random"})  # the selector whose choice is mixed
+        # random: each kept trace System-2 with probability p (the paper's 0.2/0.4/0.6 is the System-2 share);
+        # difficulty: System-2 where the `judge` annotator found the models' answers different, System-1 elsewhere
+        mode: Literal["random", "difficulty"] = "random"
+        p: float = Field(0.5, ge=0, le=1)
+
+        @model_validator(mode="after")
+        def _p_is_randoms(self):
+            if self.mode == "difficulty" and "p" in self.model_fields_set:
+                raise ValueError("p, the System-2 share, is mode random's; difficulty mixing decides by the judge")
+            return self
+
+    def __init__(self, settings=None, **kw):
+        super().__init__(settings, **kw)
+        self.inner = build_selector(self.settings.select, "mix.select")
+        difficulty = ("models_agree",) if self.settings.mode == "difficulty" else ()
+        self.requires = tuple(dict.fromkeys(self.inner.requires + difficulty))
+
+    def select(self, pool, budget, seed, ctx):
+        sel = self.inner.select(pool, budget, seed, ctx)
+        if self.settings.mode == "random":
+            system2 = np.random.default_rng(seed).random(sel.num_rows) < self.settings.p
+        else:
+            index = {t: i for i, t in enumerate(pool.column("trace_id").to_pylist())}
+            agree = column(pool, "models_agree", fill=1.0)  # unjudged: System-1
+            system2 = agree[[index[t] for t in sel.column("trace_id").to_pylist()]] < 1.0
+        kept = sel.column("kept").to_numpy(zero_copy_only=False)
+        modes = np.where(kept, np.where(system2, "system2", "system1"), None)
+        ctx.stats["system2_kept"] = int((kept & system2).sum())
+        return sel.append_column("mode", pa.array(modes.tolist(), pa.string()))
