@@ -108,6 +108,17 @@ class Recall(Benchmark):
                  "value": sum(scores) / N, "stderr": 0.0, "n": N, "higher_is_better": True}]
 
 
+
+def installed_env(site: Path, plugins: str, **extra: str) -> dict:
+    """The environment of a command (and its workers) that sees this study as an installed plugin: an entry
+    point in ``site``, this folder on the path, and only the ``plugins`` named loaded."""
+    dist = site / "nt_study-1.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nt-study\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[nt_harness]\nstudy = study_plugin\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parent)]),
+            "NT_HARNESS_LOAD_PLUGINS": plugins, "NT_HARNESS_THREADS": "1", **extra}
+
 @nt_harness.hookimpl
 def register_sources(register):
     register(Numbers)

@@ -10,7 +10,8 @@ import stat
 import pytest
 
 from nt_harness.pipeline import Node
-from test_executors import TESTS, builds, cli, leaderboard
+from study_plugin import installed_env
+from test_executors import builds, cli, leaderboard
 
 from nt_cluster.slurm_executor import SlurmExecutor, minutes
 
@@ -20,14 +21,7 @@ NEEDS_RAY = "ray is not installed (pip install 'nt-harness[cluster]')"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """The environment of a command that sees the study plugin and the executors, local and cluster."""
-    site = tmp_path_factory.mktemp("site")
-    dist = site / "nt_study-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nt-study\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[nt_harness]\nstudy = study_plugin\n")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(TESTS)]),
-            "NT_HARNESS_LOAD_PLUGINS": "study,executors,cluster", "NT_HARNESS_THREADS": "1",
-            "RAY_DEDUP_LOGS": "0"}
+    return installed_env(tmp_path_factory.mktemp("site"), "study,executors,cluster", RAY_DEDUP_LOGS="0")
 
 
 @pytest.fixture(scope="module")

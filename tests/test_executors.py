@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import study_plugin
+from study_plugin import installed_env
 from nt_harness.executors import plan_study
 from nt_harness.pipeline import Pipeline
 from nt_harness.plugins import Plugins
@@ -23,19 +24,12 @@ from nt_harness.progress import Progress
 from nt_harness.recipes import merge
 from nt_harness.store import Store
 
-TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """The environment of a command that sees the study plugin, and only it and the executors."""
-    site = tmp_path_factory.mktemp("site")
-    dist = site / "nt_study-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: nt-study\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[nt_harness]\nstudy = study_plugin\n")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(TESTS)]),
-            "NT_HARNESS_LOAD_PLUGINS": "study,executors", "NT_HARNESS_THREADS": "1"}
+    return installed_env(tmp_path_factory.mktemp("site"), "study,executors")
 
 
 def command(args, env, workdir, results=None):
