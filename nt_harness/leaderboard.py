@@ -25,10 +25,8 @@ from pathlib import Path
 from pytablewriter import MarkdownTableWriter
 from rich.table import Table
 
-from nt_harness import plots
 from nt_harness.pipeline import RunResult
 from nt_harness.records import NO_FILTER, metric_key
-from nt_harness.stats import mean_ci, paired_test
 
 BASE = "(base student)"
 NO_ANSWER = "no_answer"
@@ -73,6 +71,8 @@ def headline_notes(runs: list[RunResult]) -> dict[str, str]:
 
 def summarize(runs: list[RunResult]) -> list[dict]:
     """The numbers behind the summary table and the plots, one dict per run."""
+    from nt_harness.stats import mean_ci, paired_test  # scipy: loaded when a leaderboard is made
+
     tasks = tasks_of(runs)
     reference = {}
     for run in runs:
@@ -263,6 +263,8 @@ def write(runs: list[RunResult], folder: Path, title: str, meta: dict) -> Path:
     meta = {"title": title, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "headlines": headline_notes(runs), **meta}
     (folder / "leaderboard.json").write_text(json.dumps({**meta, "runs": [asdict(r) for r in runs]}, indent=2,
                                                         default=str))
+    from nt_harness import plots  # matplotlib: loaded when a leaderboard is written
+
     summary = summarize(runs)
     figures = plots.draw(summary, folder)
     (folder / "leaderboard.md").write_text(markdown(runs, meta, figures))
