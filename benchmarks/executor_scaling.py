@@ -105,10 +105,11 @@ class Offset(Selector):
     def select(self, pool, budget, seed, ctx):
         time.sleep(self.settings.delay)
         ids = pool.column("trace_id").to_pylist()
-        kept = {ids[(self.settings.offset + i) % len(ids)] for i in range(budget)}
-        return pa.table({"trace_id": ids, "kept": [t in kept for t in ids],
-                         "reason": ["kept" if t in kept else "not chosen" for t in ids],
-                         "rank": list(range(len(ids)))}, schema=SELECTION)
+        order = list(dict.fromkeys(ids[(self.settings.offset + i) % len(ids)] for i in range(budget)))
+        rank = {t: r for r, t in enumerate(order)}  # SELECTION: kept 0..k-1 in order of choice, dropped -1
+        return pa.table({"trace_id": ids, "kept": [t in rank for t in ids],
+                         "reason": ["kept" if t in rank else "not chosen" for t in ids],
+                         "rank": [rank.get(t, -1) for t in ids]}, schema=SELECTION)
 
 
 class Memorize(Trainer):
