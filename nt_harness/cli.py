@@ -154,10 +154,8 @@ def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, bas
         planned = [(leaderboard.BASE, specs[0][2], True)] if base else []
         planned += [(recipe.name, spec, False) for recipe, _, spec in specs] if recipes_too else []
         nodes, study = plan_study(pipe, planned, until), Study(pipe, str(store.root), opts["threads"])
-        if opts.get("dry_run"):  # an executor may say how it would build each node (`describe`)
-            describe = getattr(executor, "describe", None)
-            for line in describe(nodes, study) if describe else [f"{n.stage}\t{n.recipe}\t{n.key}" for n in nodes
-                                                                   if not study.stored(n)]:
+        if opts.get("dry_run"):
+            for line in executor.describe(nodes, study):
                 click.echo(line)
             raise click.exceptions.Exit(0)
         executor.run(nodes, study)

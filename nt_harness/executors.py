@@ -40,6 +40,11 @@ class Executor(Component):
     def run(self, nodes: list[Node], study: "Study") -> None:
         raise NotImplementedError
 
+    def describe(self, nodes: list[Node], study: "Study") -> list[str]:
+        """``--dry-run``: a line per node it would build (stage, recipe, key), building nothing; an executor
+        that submits jobs adds how it would submit them."""
+        return [f"{n.stage}\t{n.recipe}\t{n.key}" for n in nodes if not study.stored(n)]
+
 
 @dataclass
 class Study:
