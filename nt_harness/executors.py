@@ -30,6 +30,7 @@ class Executor(Component):
       function whose arguments pickle; it loads the installed plugins (``NT_HARNESS_*`` environment
       variables apply), opens the store and builds the node, its inputs found there.
     - ``study.stored(node)`` says whether a node needs no building (stored and not forced), to skip it.
+    - ``describe(nodes, study)`` is ``--dry-run``'s output; override it to add how a node would be submitted.
 
     Building is safe to repeat and to race: a stage is built under its own lock in the store, so two workers
     (or two commands) given the same node build it once, and a worker killed mid-stage stores nothing.
