@@ -26,8 +26,9 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -343,12 +344,39 @@ class TrainProgress:
 # The loop.
 
 
+@dataclass
+class Run:
+    """Everything ``setup`` prepared, so the loop, the save and the stats take one argument, not fourteen."""
+
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    schedule: Any
+    loader: Any
+    tokenizer: Any
+    examples: int  # kept (within max_length)
+    dropped: int
+    packs: list | None
+    attn: str
+    liger: bool
+    save_dtype: torch.dtype
+    steps_per_epoch: int
+    total_steps: int
+
+
 def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     """Train in this process (and its peers, when started by ``accelerate launch``)."""
-    from accelerate.utils import DistributedType, set_seed
-    from transformers import AutoConfig, AutoTokenizer
+    run = setup(examples, student, ctx, settings)
+    done = resume(run, Path(ctx.scratch) / "checkpoint")
+    resumed_from = done.step
+    speed = step_loop(run, done, ctx, settings, student)
+    save_model(run.accelerator, run.model, run.tokenizer, settings.lora, run.save_dtype, student, Path(ctx.out))
+    return run_stats(run, done, resumed_from, speed)
 
-    from nt_harness.progress import Progress
+
+def start_accelerator(ctx: Context, settings):
+    """The Accelerator, refusing or warning about the distributed setups this loop cannot honour."""
+    from accelerate.utils import DistributedType, set_seed
 
     torch.set_num_threads(ctx.threads)
     # packed batches differ in length every step: growable segments keep the CUDA caching allocator from
@@ -366,7 +394,15 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
         # processes (ACCELERATE_USE_CPU, which launch_processes sets without CUDA) silently run plain DDP
         log.warning("sft: an FSDP/DeepSpeed accelerate config without GPUs runs as %s: nothing is sharded",
                     accelerator.distributed_type.value)
+    return accelerator
 
+
+def setup(examples: pa.Table, student: str, ctx: Context, settings) -> Run:
+    """Encode, batch, load and ``prepare`` everything before the first step, so a bad input fails in seconds."""
+    from accelerate.utils import DistributedType
+    from transformers import AutoConfig, AutoTokenizer
+
+    accelerator = start_accelerator(ctx, settings)
     tokenizer = AutoTokenizer.from_pretrained(student)
     if not tokenizer.chat_template:
         raise ValueError(f"student {student} has no chat template; the trainer renders examples with it")
@@ -395,43 +431,66 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     skip_output_upcast(accelerator, model)
     assert math.ceil(len(loader) / settings.grad_accum) == steps_per_epoch, (len(loader), steps_per_epoch)
     model.train()
+    return Run(accelerator, model, optimizer, schedule, loader, tokenizer, len(encoded), dropped, packs, attn, liger,
+               save_dtype, steps_per_epoch, total_steps)
 
+
+def resume(run: Run, checkpoint: Path) -> TrainProgress:
+    """The progress of an earlier, killed attempt (and the state it saved), or a fresh start."""
     done = TrainProgress()
-    accelerator.register_for_checkpointing(done)
-    checkpoint = Path(ctx.scratch) / "checkpoint"
+    run.accelerator.register_for_checkpointing(done)
     if checkpoint.exists():
-        accelerator.load_state(str(checkpoint))
-    resumed_from = done.step
+        run.accelerator.load_state(str(checkpoint))
+    return done
 
+
+@dataclass
+class Speed:
+    """This attempt's token counts and step time (a resumed run counts only its own steps)."""
+
+    real_tokens: int = 0
+    computed_tokens: int = 0
+    train_seconds: float = 0.0
+
+
+def step_loop(run: Run, done: TrainProgress, ctx: Context, settings, student: str) -> Speed:
+    """The optimizer steps left, from ``done.step`` on: each epoch reshuffled, a resumed one skipping its batches."""
+    from nt_harness.progress import Progress
+
+    accelerator, checkpoint, speed = run.accelerator, Path(ctx.scratch) / "checkpoint", Speed()
     progress = (ctx.progress if accelerator.is_main_process else None) or Progress(disable=True)
-    real_tokens, computed_tokens, train_seconds = 0, 0, 0.0
-    with progress.task(f"sft {Path(student).name}", total=total_steps) as advance:
+    with progress.task(f"sft {Path(student).name}", total=run.total_steps) as advance:
         advance(done.step)
-        for epoch in range(done.step // steps_per_epoch, settings.epochs):
-            loader.set_epoch(epoch)  # before skipping: the skipping loader shares this sampler
-            skip = (done.step - epoch * steps_per_epoch) * settings.grad_accum
-            batches = iter(accelerator.skip_first_batches(loader, skip) if skip else loader)
-            for _ in range(done.step - epoch * steps_per_epoch, steps_per_epoch):
+        for epoch in range(done.step // run.steps_per_epoch, settings.epochs):
+            run.loader.set_epoch(epoch)  # before skipping: the skipping loader shares this sampler
+            skip = (done.step - epoch * run.steps_per_epoch) * settings.grad_accum
+            batches = iter(accelerator.skip_first_batches(run.loader, skip) if skip else run.loader)
+            for _ in range(done.step - epoch * run.steps_per_epoch, run.steps_per_epoch):
                 window = [b for _, b in zip(range(settings.grad_accum), batches)]
                 started = time.perf_counter()
-                step = optimizer_step(accelerator, model, optimizer, schedule, window, settings.max_grad_norm)
-                train_seconds += time.perf_counter() - started
-                real_tokens += step["real_tokens"]
-                computed_tokens += step["computed_tokens"]
+                step = optimizer_step(accelerator, run.model, run.optimizer, run.schedule, window,
+                                      settings.max_grad_norm)
+                speed.train_seconds += time.perf_counter() - started
+                speed.real_tokens += step["real_tokens"]
+                speed.computed_tokens += step["computed_tokens"]
                 done.step += 1
                 done.train_tokens += step["targets"]
                 done.losses.append(step["loss"])
                 if settings.save_every_steps and done.step % settings.save_every_steps == 0 \
-                        and done.step < total_steps:
+                        and done.step < run.total_steps:
                     save_checkpoint(accelerator, checkpoint)
-                advance(1, info=f"loss {step['loss']:.3f} · {real_tokens / train_seconds:,.0f} tok/s")
+                advance(1, info=f"loss {step['loss']:.3f} · {speed.real_tokens / speed.train_seconds:,.0f} tok/s")
+    return speed
 
-    save_model(accelerator, model, tokenizer, settings.lora, save_dtype, student, Path(ctx.out))
+
+def run_stats(run: Run, done: TrainProgress, resumed_from: int, speed: Speed) -> dict:
+    """The stage's stats for the manifest and the leaderboard (cost, provenance, what actually ran)."""
+    accelerator, tokenizer = run.accelerator, run.tokenizer
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else str(tokenizer.chat_template)
     return {
-        "examples": len(encoded),
-        "dropped_too_long": dropped,
-        "packs": len(packs) if packs is not None else None,
+        "examples": run.examples,
+        "dropped_too_long": run.dropped,
+        "packs": len(run.packs) if run.packs is not None else None,
         "train_tokens": done.train_tokens,
         "steps": done.step,
         "resumed_from_step": resumed_from,
@@ -442,13 +501,14 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
         # for the leaderboard's GPU-hours (wall time x GPUs): one GPU per process on CUDA
         "device": accelerator.device.type,
         "gpus": accelerator.num_processes if accelerator.device.type == "cuda" else 0,
-        "attn_implementation": attn,
-        "liger": liger,
+        "attn_implementation": run.attn,
+        "liger": run.liger,
         # all non-padding tokens pushed through the model (all processes) per second of optimizer steps
         # (this run, so a resumed run counts only its own steps)
-        "tokens_per_s": round(real_tokens / train_seconds, 1) if train_seconds else None,
+        "tokens_per_s": round(speed.real_tokens / speed.train_seconds, 1) if speed.train_seconds else None,
         # real tokens / tokens computed (padding included): what packing buys
-        "packing_efficiency": round(real_tokens / computed_tokens, 4) if computed_tokens else None,
+        "packing_efficiency": (round(speed.real_tokens / speed.computed_tokens, 4)
+                               if speed.computed_tokens else None),
         "provenance": {"chat_template_sha": hashlib.sha256(template.encode()).hexdigest()},
     }
 
