@@ -319,6 +319,58 @@ def show_leaderboard(folders, results):
         console.print(leaderboard.rich_table(runs, str(folder)))
 
 
+def _workdir_option(f):
+    return click.option("--workdir", default=lambda: os.environ.get("NT_HARNESS_WORKDIR", ".nt-harness"),
+                        show_default=".nt-harness", help="the stage store the study ran in")(f)
+
+
+@cli.command()
+@click.argument("folders", nargs=-1)
+@click.option("--results", default="results", show_default=True)
+@_workdir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(1, 65535), help="port to listen on (default: a free one)")
+@click.option("--export", "export_to", type=click.Path(file_okay=False),
+              help="write the pages as a static site into this folder instead of serving them")
+def view(folders, results, workdir, host, port, export_to):
+    """See studies in a browser: leaderboard, selections, traces, answers, training curves (all under --results
+    when no folder is given)."""
+    from nt_harness.view.app import Site, serve, write_site
+    from nt_harness.view.data import open_studies
+
+    paths = [Path(f) for f in folders] or sorted(p.parent for p in Path(results).glob("*/leaderboard.json"))
+    if not paths:
+        raise SpecError(f"no leaderboards under {results}/ (run `nt-harness compare` first, or name a folder)")
+    site = Site(open_studies(paths, Path(workdir)))
+    if export_to:
+        n = write_site(site, Path(export_to))
+        console.print(f"written: {n} files under {export_to}/ (open {export_to}/index.html)")
+    else:
+        serve(site, host, port, ready=lambda line: click.echo(line, err=True))
+
+
+@cli.command(name="export")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--what", required=True, help="selection (the traces trained on), pool (every trace, with this "
+                                            "row's decisions) or eval (the student's answers)")
+@click.option("--recipe", help="the leaderboard row's recipe (needed when the study has several)")
+@click.option("--budget", type=int, help="the row's budget (needed when a recipe ran at several)")
+@_workdir_option
+def export_cmd(run, out, what, recipe, budget, workdir):
+    """Write a leaderboard row's selection, pool or answers as a Hugging Face dataset folder (RUN: the
+    study's results folder; OUT: a new folder) that `datasets.load_dataset(OUT)` reads."""
+    from nt_harness.view import dataset
+    from nt_harness.view.data import open_studies
+
+    if what not in dataset.KINDS:  # before any reading
+        raise SpecError(f"unknown export {what!r}: one of {', '.join(dataset.KINDS)}")
+    study = next(iter(open_studies([Path(run)], Path(workdir)).values()))
+    rows = dataset.export(dataset.pick_run(study, recipe, budget), what, Path(out))
+    console.print(f"written: {out}/ ({', '.join(f'{k} {v:,} rows' for k, v in rows.items())}); "
+                  f"datasets.load_dataset({str(out)!r}) reads it")
+
+
 @cli.command()
 def recipes():
     """List recipes and profiles."""

@@ -150,7 +150,8 @@ class Benchmark(Component):
 
     A benchmark may also write ``ctx.out / "samples.parquet"`` (columns ``task``, ``question_id`` and one
     numeric column per metric, e.g. ``exact_match``, ``response_tokens``): the leaderboard then runs paired
-    tests between recipes on the same questions and reports generated tokens.
+    tests between recipes on the same questions and reports generated tokens. With ``question``, ``target``,
+    ``response`` and ``extracted`` (strings) too, `nt-harness view` shows each answer beside the others.
     """
 
     kind = "benchmark"

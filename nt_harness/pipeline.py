@@ -451,7 +451,8 @@ class Pipeline:
         student = spec["student"]
         results, evals, per_question = self.evaluate(spec, self.models.resolve(student), f"base:{student}", None)
         return RunResult(recipe="(base student)", budget=0, student=student, results=results,
-                         cost=self.cost(evals), per_question=per_question)
+                         cost=self.cost(evals), stages={"evaluate": [e.key for e in evals]},
+                         per_question=per_question)
 
     def evaluate(self, spec: dict, model: str, model_key: str, source) -> tuple[list[dict], list[Entry], dict]:
         results, entries, per_question = [], [], {}

@@ -43,6 +43,12 @@ SAMPLES = pa.schema(
         ("mode", pa.string()),
         # among the question's repeats; when sampling, fewer than the repeats points at a seeding problem
         ("distinct_responses", pa.int64()),
+        # what `nt-harness view` shows of each answer: the question, the reference, the first response (of the
+        # repeats) and what the filter extracted from it
+        ("question", pa.string()),
+        ("target", pa.string()),
+        ("response", pa.string()),
+        ("extracted", pa.string()),
     ]
 )
 
@@ -121,7 +127,7 @@ def offline_env(hf_datasets_cache: Path, offline: bool = True, defaults: dict | 
 
 class LMEvalBenchmark(Benchmark):
     name = "lmeval"
-    version = "3"
+    version = "4"  # 4: samples.parquet carries each answer's texts
     description = "lm-evaluation-harness generate/score on local tasks (default: held-out reasoning-gym)"
 
     class Settings(Settings):
@@ -396,8 +402,27 @@ class LMEvalBenchmark(Benchmark):
                         responses, add_special_tokens=False).input_ids) / len(responses)),
                     "mode": task_mode(task),
                     "distinct_responses": len(set(responses)),
+                    "question": _question(doc, item),
+                    "target": str(item.get("target", "")),
+                    "response": responses[0],
+                    "extracted": _first_text(item.get("filtered_resps")),
                 })
         return pa.Table.from_pylist(rows, schema=SAMPLES)
+
+
+def _question(doc: dict, item: dict) -> str:
+    """The question as a person reads it: the doc's own text where a task names it, else the prompt sent."""
+    for field in ("question", "problem", "Question", "query"):
+        if isinstance(doc.get(field), str):
+            return doc[field]
+    return _first_text(item.get("arguments"))
+
+
+def _first_text(value) -> str:
+    """The first string inside lm-eval's nested lists and argument dicts."""
+    while isinstance(value, (list, tuple, dict)) and value:
+        value = next(iter(value.values())) if isinstance(value, dict) else value[0]
+    return value if isinstance(value, str) else ""
 
 
 def _number(value) -> float | None:

@@ -1,0 +1,262 @@
+"""What the view reads: a leaderboard folder, and the store entries its rows name.
+
+A leaderboard's ``leaderboard.json`` names every stage of a row by its store key; the store keeps the
+tables behind them (the pool, each annotation, the selection, the evaluation's samples, the trainer's
+metrics). A folder viewed without its store still shows the leaderboard: the pages say which entries
+are missing. Tables are read once, only the columns a page lists, and kept in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nt_harness import UserError
+from nt_harness.leaderboard import BASE, load, primary_metric, summarize, summary_table
+
+PREVIEW = 160  # characters of a question or answer shown in a table cell
+# pool columns too long for a table: shown on the trace's own page
+LONG = ("question", "thinking", "answer", "reference", "metadata", "system1_answer")
+SELECTION_FIRST = ("trace_id", "kept", "reason", "rank", "mode", "topic", "question")
+# an evaluated question's status under the task's headline metric
+RIGHT, WRONG, PARTIAL, NO_ANSWER = "right", "wrong", "partial", "no answer"
+
+
+def open_studies(folders: list[Path], workdir: Path) -> dict[str, Study]:
+    """Each folder by its name; a folder without a leaderboard is refused by name."""
+    studies = {}
+    for folder in folders:
+        folder = Path(folder)
+        if not (folder / "leaderboard.json").is_file():
+            raise UserError(f"{folder}: no leaderboard.json here (a folder that `nt-harness compare` wrote)")
+        name = folder.resolve().name
+        if name in studies:
+            raise UserError(f"two folders named {name!r}: view them one at a time")
+        studies[name] = Study(name, folder, Path(workdir))
+    if not studies:
+        raise UserError("no result folders to view")
+    return studies
+
+
+@dataclass
+class Study:
+    name: str
+    folder: Path
+    workdir: Path
+
+    @cached_property
+    def _loaded(self):
+        return load(self.folder)
+
+    @property
+    def meta(self) -> dict:
+        return self._loaded[1]
+
+    @cached_property
+    def runs(self) -> list[Run]:
+        return [Run(self, i, r) for i, r in enumerate(self._loaded[0])]
+
+    @cached_property
+    def summary(self) -> tuple[list[str], list[list[str]]]:
+        return summary_table(summarize(self._loaded[0]))
+
+    def run(self, i: int) -> Run:
+        if not 0 <= i < len(self.runs):
+            raise KeyError(i)
+        return self.runs[i]
+
+    def figures(self) -> list[str]:
+        return sorted(p.name for p in self.folder.glob("*.png"))
+
+
+@dataclass
+class Run:
+    study: Study
+    index: int
+    result: object  # leaderboard.RunResult
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        r = self.result
+        return r.recipe if r.recipe == BASE else f"{r.recipe} @ {r.budget}"
+
+    def entry(self, stage: str, key: str) -> Path | None:
+        """The store folder of a stage by its key (the folder name is ``<component>-<key>``)."""
+        found = sorted((self.study.workdir / "store" / stage).glob(f"*-{key}"))
+        return found[0] if found and (found[0] / "manifest.json").exists() else None
+
+    def stages(self) -> list[tuple[str, str]]:
+        """(stage, key) of every stage of this row, in pipeline order."""
+        out = []
+        for stage, keys in self.result.stages.items():
+            for key in keys if isinstance(keys, list) else [keys]:
+                out.append((stage, key))
+        return out
+
+    def provenance(self) -> list[dict]:
+        """One row per stage: its key and, where the store has it, component, version, settings, wall time."""
+        rows = []
+        for stage, key in self.stages():
+            path = self.entry(stage, key)
+            m = json.loads((path / "manifest.json").read_text()) if path else {}
+            rows.append({"stage": stage, "key": key, "found": path is not None, "component": m.get("component", ""),
+                         "version": m.get("version", ""), "wall_s": m.get("wall_s"), "started": m.get("started", ""),
+                         "settings": m.get("settings", {}), "inputs": m.get("inputs", {}),
+                         "stats": {k: v for k, v in m.get("stats", {}).items() if not isinstance(v, (list, dict))},
+                         "versions": m.get("versions", {})})
+        return rows
+
+    def missing(self, stage: str) -> list[str]:
+        """Keys of this stage the store does not hold (the view says so instead of failing)."""
+        return [k for s, k in self.stages() if s == stage and self.entry(s, k) is None]
+
+    # -- the selection ---------------------------------------------------------------------------------
+    @property
+    def has_selection(self) -> bool:
+        return "select" in self.result.stages
+
+    def selection(self) -> pa.Table:
+        """Every trace of the pool: kept or not, why, rank, and the annotators' scalar columns."""
+        if "selection" not in self._tables:
+            self._tables["selection"] = self._selection()
+        return self._tables["selection"]
+
+    def _selection(self) -> pa.Table:
+        stages = self.result.stages
+        sel_path = self.entry("select", stages["select"])
+        if sel_path is None:
+            raise LookupError(f"selection {stages['select']} is not in the store {self.study.workdir}")
+        table = pq.read_table(sel_path / "data.parquet")
+        pool_path = self.entry("teacher", stages.get("teacher", ""))
+        if pool_path is not None:
+            wanted = [c for c in ("trace_id", "question_id", "topic", "question", "complete", "completion_tokens")
+                      if c in pq.read_schema(pool_path / "data.parquet").names]
+            pool = pq.read_table(pool_path / "data.parquet", columns=wanted)
+            pool = pool.set_column(pool.schema.get_field_index("question"), "question",
+                                   pc.utf8_slice_codeunits(pool.column("question"), 0, PREVIEW))
+            table = _beside(table, pool)
+        for key in stages.get("annotate", []):
+            path = self.entry("annotate", key)
+            if path is not None:
+                table = _beside(table, _scalars(pq.read_table(path / "data.parquet")))
+        first = [c for c in SELECTION_FIRST if c in table.column_names]
+        table = table.select(first + [c for c in table.column_names if c not in first])
+        # kept traces first, in the order the selector chose them; then the dropped, in pool order
+        return table.take(pc.sort_indices(table, sort_keys=[("kept", "descending"), ("rank", "ascending")]))
+
+    def trace(self, trace_id: str) -> dict:
+        """A trace in full: the teacher's texts, the selection's decision and every annotation."""
+        stages = self.result.stages
+        decision = _row(self.entry("select", stages["select"]), trace_id)
+        if decision is None:
+            raise KeyError(trace_id)
+        row = _row(self.entry("teacher", stages.get("teacher", "")), trace_id) or {"trace_id": trace_id}
+        row.update(decision)
+        for key in stages.get("annotate", []):
+            row.update(_row(self.entry("annotate", key), trace_id) or {})
+        return row
+
+    def traces(self, limit: int):
+        """Every trace in full (for a static site), read in one pass rather than one lookup each."""
+        stages = self.result.stages
+        table = pq.read_table(self.entry("select", stages["select"]) / "data.parquet")
+        for stage, key in [("teacher", stages.get("teacher", ""))] + [("annotate", k) for k in stages.get("annotate", [])]:
+            path = self.entry(stage, key)
+            if path is not None:
+                table = _beside(table, pq.read_table(path / "data.parquet"))
+        yield from table.slice(0, limit).to_pylist()
+
+    # -- the evaluation -------------------------------------------------------------------------------
+    def tasks(self) -> dict[str, tuple[str, str]]:
+        """task -> its headline (metric, filter), as the leaderboard reads it."""
+        by_task: dict[str, list[dict]] = {}
+        for r in self.result.results:
+            by_task.setdefault(r["task"], []).append(r)
+        return {task: primary_metric(rows) for task, rows in by_task.items()}
+
+    def samples(self, task: str) -> pa.Table:
+        """One row per question of ``task`` under its headline filter, with a status: right, wrong, partial,
+        no answer."""
+        if ("samples", task) not in self._tables:
+            self._tables[("samples", task)] = self._samples(task)
+        return self._tables[("samples", task)]
+
+    def _samples(self, task: str) -> pa.Table:
+        metric, filter_ = self.tasks()[task]
+        parts = []
+        for key in self.result.stages.get("evaluate", []):
+            path = self.entry("evaluate", key)
+            if path is not None and (path / "samples.parquet").exists():
+                parts.append(pq.read_table(path / "samples.parquet"))
+        if not parts:
+            raise LookupError(f"no stored samples for {task} of {self.label} in {self.study.workdir}")
+        table = pa.concat_tables(parts, promote_options="permissive")
+        table = table.filter(pc.field("task") == task)
+        if "filter" in table.column_names and filter_ in set(table.column("filter").to_pylist()):
+            table = table.filter(pc.field("filter") == filter_)
+        status = [_status(v, n) for v, n in zip(
+            table.column(metric).to_pylist(),
+            table.column("no_answer").to_pylist() if "no_answer" in table.column_names else [None] * len(table))]
+        table = table.append_column("status", pa.array(status, pa.string()))
+        if "question" in table.column_names:
+            table = table.append_column("question_preview",
+                                        pc.utf8_slice_codeunits(table.column("question"), 0, PREVIEW))
+        return table.append_column("value", table.column(metric))
+
+    # -- training ------------------------------------------------------------------------------------
+    def training(self) -> pa.Table | None:
+        """The trainer's per-step metrics (``metrics.parquet``), else the loss curve its manifest keeps."""
+        key = self.result.stages.get("train")
+        path = self.entry("train", key) if key else None
+        if path is None:
+            return None
+        if (path / "metrics.parquet").exists():
+            return pq.read_table(path / "metrics.parquet")
+        losses = json.loads((path / "manifest.json").read_text()).get("stats", {}).get("loss_curve")
+        return pa.table({"step": list(range(1, len(losses) + 1)), "loss": losses}) if losses else None
+
+
+def _status(value, no_answer) -> str:
+    if no_answer is not None and no_answer >= 1:
+        return NO_ANSWER
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value <= 0:
+        return WRONG
+    return RIGHT if value >= 1 else PARTIAL
+
+
+def _scalars(table: pa.Table) -> pa.Table:
+    """An annotation's columns a table cell can show (lists and embeddings stay on the trace page)."""
+    keep = [f.name for f in table.schema
+            if not (pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)
+                    or pa.types.is_struct(f.type) or f.name in LONG)]
+    return table.select(keep)
+
+
+def _beside(left: pa.Table, right: pa.Table) -> pa.Table:
+    """``right``'s new columns beside ``left``'s rows, matched on trace_id: by position when both list the same
+    traces in the same order (the usual case, and instant on 10^6 rows), else by a join."""
+    new = [c for c in right.column_names if c not in left.column_names]
+    if not new:
+        return left
+    if right.num_rows == left.num_rows and right.column("trace_id").equals(left.column("trace_id")):
+        for name in new:
+            left = left.append_column(right.field(name), right.column(name))
+        return left
+    joined = left.join(right.select(["trace_id", *new]), "trace_id", join_type="left outer")
+    order = pc.index_in(left.column("trace_id"), joined.column("trace_id"))
+    return joined.take(order)
+
+
+def _row(path: Path | None, trace_id: str) -> dict | None:
+    if path is None:
+        return None
+    table = pq.read_table(path / "data.parquet", filters=[("trace_id", "=", trace_id)])
+    return table.slice(0, 1).to_pylist()[0] if table.num_rows else None

@@ -1,0 +1,96 @@
+"""Server-side filter, sort and page over an Arrow table, in the request shape Tabulator's remote mode sends.
+
+Tabulator (the page's table) asks ``?page=2&size=50&sort[0][field]=rank&sort[0][dir]=asc&filter[0][field]=
+reason&filter[0][type]==&filter[0][value]=...``; the answer is ``{"last_page", "last_row", "data"}``. Arrow's
+compute kernels do the work, so a 10^6-row selection filters and sorts in well under a second.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nt_harness import UserError
+
+MAX_PAGE = 500
+_INDEXED = re.compile(r"^(filter|sort)\[(\d+)\]\[(\w+)\]$")
+
+
+def indexed(params) -> dict[str, list[dict]]:
+    """``filter[0][field]=x`` and friends -> {"filter": [{"field": "x", ...}], "sort": [...]}, in index order."""
+    out: dict[str, dict[int, dict]] = {"filter": {}, "sort": {}}
+    for name, value in params.items():
+        m = _INDEXED.match(name)
+        if m:
+            out[m[1]].setdefault(int(m[2]), {})[m[3]] = value
+    return {kind: [entries[i] for i in sorted(entries)] for kind, entries in out.items()}
+
+
+def _value(column: pa.ChunkedArray, text: str):
+    """A filter's text as the column's type (``true`` for a bool, ``3`` for an int)."""
+    t = column.type
+    if pa.types.is_boolean(t):
+        return text.lower() in ("true", "1", "yes")
+    if pa.types.is_integer(t):
+        return int(text)
+    if pa.types.is_floating(t):
+        return float(text)
+    return text
+
+
+def mask(table: pa.Table, filters: list[dict]):
+    """The rows every filter keeps: ``=`` compares, ``like`` finds the text anywhere, ignoring case."""
+    keep = None
+    for f in filters:
+        name, value = f.get("field", ""), f.get("value", "")
+        if name not in table.column_names:
+            raise UserError(f"no column {name!r} to filter on")
+        column = table.column(name)
+        if f.get("type", "=") == "like":
+            text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+            m = pc.match_substring(text, value, ignore_case=True)
+        else:
+            try:
+                m = pc.equal(column, _value(column, value))
+            except ValueError as e:
+                raise UserError(f"{name}: {value!r} is not a {column.type}") from e
+        m = pc.fill_null(m, False)
+        keep = m if keep is None else pc.and_(keep, m)
+    return keep
+
+
+def query(table: pa.Table, params) -> dict:
+    """One page of ``table`` after the request's filters and sorts."""
+    spec = indexed(params)
+    keep = mask(table, spec["filter"])
+    rows = table if keep is None else table.filter(keep)
+    keys = [(s["field"], "descending" if s.get("dir") == "desc" else "ascending", "at_end") for s in spec["sort"]
+            if s.get("field") in table.column_names]
+    size = max(1, min(int(params.get("size", 50)), MAX_PAGE))
+    last_page = max(1, math.ceil(rows.num_rows / size))
+    page = min(max(1, int(params.get("page", 1))), last_page)
+    if keys:
+        order = pc.sort_indices(rows, sort_keys=keys)
+        rows = rows.take(order.slice((page - 1) * size, size))
+    else:
+        rows = rows.slice((page - 1) * size, size)
+    return {"last_page": last_page, "last_row": len(table) if keep is None else int(pc.sum(keep).as_py() or 0),
+            "data": records(rows)}
+
+
+def records(table: pa.Table) -> list[dict]:
+    """Rows as JSON-ready dicts (NaN as null)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in table.to_pylist()]
+
+
+def counts(table: pa.Table, *columns: str) -> list[dict]:
+    """How many rows have each combination of ``columns``' values, most first."""
+    present = [c for c in columns if c in table.column_names]
+    if not present:
+        return []
+    grouped = table.group_by(present).aggregate([([], "count_all")])
+    return sorted(grouped.to_pylist(), key=lambda r: -r["count_all"])
