@@ -9,9 +9,11 @@ exported, each table's rows are written beside its page and Tabulator does the s
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -151,8 +153,11 @@ class Site:
     def rows(self, study: str, run: int, data: str, params) -> Page:
         """A table's rows (the ``api/`` answer): one page of them, or all of them for a static site."""
         r = self.study(study).run(run)
-        table = r.selection() if data == "selection" else _answers(r.samples(data.removeprefix("eval-")))
-        return Page(json.dumps(tables.query(table, params)), "application/json")
+        if data == "selection":
+            answer = tables.query(r.selection(), params, r.selection_order())
+        else:
+            answer = tables.query(_answers(r.samples(data.removeprefix("eval-"))), params)
+        return Page(json.dumps(answer), "application/json")
 
 
 def _answers(samples):
@@ -209,13 +214,18 @@ def app(site: Site):
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
+    @functools.lru_cache(maxsize=1024)
+    def render(method, *args) -> Page:  # a page never changes while served: its store entries are immutable
+        return getattr(site, method)(*args)
+
     def page(method, *names):
-        async def endpoint(request):
+        def endpoint(request):  # plain def: Starlette runs it in its thread pool, the event loop stays free
             args = [request.path_params[n] for n in names]
-            if method == "rows":
-                args.append(request.query_params)
             try:
-                out = getattr(site, method)(*args)
+                if method == "rows":
+                    out = site.rows(*args, request.query_params)
+                else:
+                    out = render(method, *args)
             except (KeyError, IndexError) as e:
                 raise HTTPException(404, f"not found: {e}") from e
             except UserError as e:
@@ -260,7 +270,22 @@ def serve(site: Site, host: str = "127.0.0.1", port: int | None = None, ready=pr
     shown = f"[{host}]" if ":" in host else host
     ready(f"nt-harness view: http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(app(site), log_level="warning"))
+    threading.Thread(target=warm, args=(site,), daemon=True).start()
     server.run(sockets=[sock])
+
+
+def warm(site: Site) -> None:
+    """Read every row's tables while the person is still looking at the leaderboard: a 10^6-trace selection
+    takes seconds to read and join, its pages then answer in milliseconds."""
+    for s in site.studies.values():
+        for r in s.runs:
+            try:
+                if r.has_selection:
+                    r.selection_order()
+                for task in r.tasks():
+                    r.samples(task)
+            except LookupError:
+                continue  # the page says what is missing when it is asked for
 
 
 # -- a static site -------------------------------------------------------------------------------------------
@@ -296,7 +321,7 @@ def write_site(site: Site, out: Path) -> int:
                 write(f"{base}/training.svg", site.training(name, r.index))
             if r.has_selection and not r.missing("select"):
                 write(f"{base}/selection.html", site.selection(name, r.index))
-                write_rows(f"{base}/selection.data.js", r.selection())
+                write_rows(f"{base}/selection.data.js", r.selection().take(r.selection_order()))
                 for row in r.traces(limit=MAX_EXPORTED_ROWS):
                     qid, _, sample = row["trace_id"].partition("/")
                     write(f"{base}/trace/{qid}/{sample}.html", site.trace_page(r, row))

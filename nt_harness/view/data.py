@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -82,6 +83,7 @@ class Run:
     index: int
     result: object  # leaderboard.RunResult
     _tables: dict = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # one build of each table
 
     @property
     def label(self) -> str:
@@ -125,9 +127,10 @@ class Run:
 
     def selection(self) -> pa.Table:
         """Every trace of the pool: kept or not, why, rank, and the annotators' scalar columns."""
-        if "selection" not in self._tables:
-            self._tables["selection"] = self._selection()
-        return self._tables["selection"]
+        with self._lock:
+            if "selection" not in self._tables:
+                self._tables["selection"] = self._selection()
+            return self._tables["selection"]
 
     def _selection(self) -> pa.Table:
         stages = self.result.stages
@@ -148,9 +151,16 @@ class Run:
             if path is not None:
                 table = _beside(table, _scalars(pq.read_table(path / "data.parquet")))
         first = [c for c in SELECTION_FIRST if c in table.column_names]
-        table = table.select(first + [c for c in table.column_names if c not in first])
-        # kept traces first, in the order the selector chose them; then the dropped, in pool order
-        return table.take(pc.sort_indices(table, sort_keys=[("kept", "descending"), ("rank", "ascending")]))
+        return table.select(first + [c for c in table.column_names if c not in first])
+
+    def selection_order(self) -> pa.Array:
+        """The selection's rows as a page lists them unless asked otherwise: the kept traces in the order the
+        selector chose them, then the dropped in pool order (row numbers, so 10^6 rows are never moved)."""
+        with self._lock:
+            if "order" not in self._tables:
+                self._tables["order"] = pc.sort_indices(self.selection(), sort_keys=[("kept", "descending"),
+                                                                                     ("rank", "ascending")])
+            return self._tables["order"]
 
     def trace(self, trace_id: str) -> dict:
         """A trace in full: the teacher's texts, the selection's decision and every annotation."""
@@ -185,9 +195,10 @@ class Run:
     def samples(self, task: str) -> pa.Table:
         """One row per question of ``task`` under its headline filter, with a status: right, wrong, partial,
         no answer."""
-        if ("samples", task) not in self._tables:
-            self._tables[("samples", task)] = self._samples(task)
-        return self._tables[("samples", task)]
+        with self._lock:
+            if ("samples", task) not in self._tables:
+                self._tables[("samples", task)] = self._samples(task)
+            return self._tables[("samples", task)]
 
     def _samples(self, task: str) -> pa.Table:
         metric, filter_ = self.tasks()[task]

@@ -62,23 +62,26 @@ def mask(table: pa.Table, filters: list[dict]):
     return keep
 
 
-def query(table: pa.Table, params) -> dict:
-    """One page of ``table`` after the request's filters and sorts."""
+def query(table: pa.Table, params, order: pa.Array | None = None) -> dict:
+    """One page of ``table`` after the request's filters and sorts (else in ``order``, row numbers)."""
     spec = indexed(params)
     keep = mask(table, spec["filter"])
-    rows = table if keep is None else table.filter(keep)
     keys = [(s["field"], "descending" if s.get("dir") == "desc" else "ascending", "at_end") for s in spec["sort"]
             if s.get("field") in table.column_names]
-    size = max(1, min(int(params.get("size", 50)), MAX_PAGE))
-    last_page = max(1, math.ceil(rows.num_rows / size))
-    page = min(max(1, int(params.get("page", 1))), last_page)
-    if keys:
-        order = pc.sort_indices(rows, sort_keys=keys)
-        rows = rows.take(order.slice((page - 1) * size, size))
+    if keys:  # sort the sort columns of the rows the filters keep; only the page's rows are ever copied
+        shown = table.select(list(dict.fromkeys(k[0] for k in keys)))
+        kept = None if keep is None else pc.indices_nonzero(keep)
+        order = pc.sort_indices(shown if kept is None else shown.take(kept), sort_keys=keys)
+        order = order if kept is None else kept.take(order)
     else:
-        rows = rows.slice((page - 1) * size, size)
-    return {"last_page": last_page, "last_row": len(table) if keep is None else int(pc.sum(keep).as_py() or 0),
-            "data": records(rows)}
+        order = pa.array(range(len(table)), pa.int64()) if order is None else order
+        if keep is not None:
+            order = order.filter(keep.take(order))
+    size = max(1, min(int(params.get("size", 50)), MAX_PAGE))
+    last_page = max(1, math.ceil(len(order) / size))
+    page = min(max(1, int(params.get("page", 1))), last_page)
+    return {"last_page": last_page, "last_row": len(order),
+            "data": records(table.take(order.slice((page - 1) * size, size)))}
 
 
 def records(table: pa.Table) -> list[dict]:
