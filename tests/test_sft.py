@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -739,6 +740,9 @@ def test_accelerate_launch_with_two_processes_matches_one_process(tiny, tmp_path
     wa, wb = weights(tmp_path / "one" / "out" / "model"), weights(tmp_path / "two" / "out" / "model")
     for name in wa:
         assert torch.allclose(wa[name], wb[name], atol=1e-5), name
+    metrics = pq.read_table(tmp_path / "two" / "out" / "metrics.parquet").to_pydict()  # the main process wrote it
+    assert metrics["step"] == [1, 2, 3, 4] and metrics["loss"] == two["loss_curve"]
+    assert sum(metrics["target_tokens"]) == two["train_tokens"]
 
 
 def test_an_accelerate_config_is_launched_even_for_one_process(tiny, tmp_path):
@@ -871,6 +875,8 @@ def test_sharded_training_resumes_and_matches_one_process(kind, tiny, tmp_path):
     two = json.loads((tmp_path / "two" / "stats.json").read_text())
     assert two["distributed"] == {"fsdp": "FSDP", "deepspeed_zero3": "DEEPSPEED"}[kind] and two["processes"] == 2
     assert two["resumed_from_step"] == 3 and two["steps"] == one["steps"] == 8
+    metrics = pq.read_table(tmp_path / "two" / "out" / "metrics.parquet").to_pydict()
+    assert metrics["step"] == list(range(1, 9)) and all(norm > 0 for norm in metrics["grad_norm"])
     assert two["train_tokens"] == one["train_tokens"]
     assert two["loss_curve"] == pytest.approx(one["loss_curve"], rel=1e-5)
     wa, wb = weights(tmp_path / "one" / "out" / "model"), weights(tmp_path / "two" / "out" / "model")
@@ -1236,3 +1242,5 @@ def test_a_sigkilled_packed_run_resumes_to_the_same_weights(tiny, tmp_path):
     wa, wb = weights(tmp_path / "whole" / "out" / "model"), weights(tmp_path / "killed" / "out" / "model")
     for name in wa:
         assert torch.allclose(wa[name], wb[name], atol=1e-6), name
+    metrics = pq.read_table(tmp_path / "killed" / "out" / "metrics.parquet").to_pydict()  # kept in the checkpoint
+    assert metrics["step"] == list(range(1, whole["steps"] + 1)) and metrics["loss"] == resumed["loss_curve"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
 from typing import NamedTuple
 
 import torch
@@ -521,17 +522,23 @@ def backward_window(accelerator, model, batches: list[dict]) -> tuple[float, int
 
 
 def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], max_grad_norm: float) -> dict:
-    """One update from a window of micro-batches; returns its mean token loss and token counts (all processes).
+    """One update from a window of micro-batches; returns its mean token loss and token counts (all processes), the
+    learning rate the update used and the gradient norm before clipping.
 
     Under CUDA graphs (``compile_mode`` reduce-overhead) the step first tells cudagraph trees that a new iteration
     begins, the documented call for a training loop (torch.compiler.cudagraph_mark_step_begin), rather than leave
     it to their guess from pending backwards, which a forward output outside the loss's graph defeats (graphs
     recorded again every step). Without CUDA graphs the call only bumps a counter.
+
+    ``max_grad_norm`` 0 clips nothing but still measures the norm: an infinite bound scales every gradient by
+    exactly 1.0, through the same Accelerate call that knows how to sum a sharded (FSDP) norm. The norm reaches
+    the host before the optimizer's kernels are queued, so the GPU waits only for their launch, not their run.
     """
     torch.compiler.cudagraph_mark_step_begin()
+    lr = optimizer.param_groups[0]["lr"]  # what this update uses (DeepSpeed steps inside backward_window)
     loss, targets = backward_window(accelerator, model, window)
-    if max_grad_norm > 0:
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
+    grad_norm = float(norm) if norm is not None else None  # DeepSpeed's engine may not say
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
@@ -539,4 +546,5 @@ def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], 
     if accelerator.num_processes > 1:
         counts = accelerator.reduce(torch.tensor([real, computed], device=accelerator.device), reduction="sum")
         real, computed = counts.tolist()
-    return {"loss": loss, "targets": targets, "real_tokens": int(real), "computed_tokens": int(computed)}
+    return {"loss": loss, "targets": targets, "real_tokens": int(real), "computed_tokens": int(computed),
+            "lr": lr, "grad_norm": grad_norm}

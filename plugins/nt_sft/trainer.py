@@ -3,8 +3,9 @@
 One file, read top to bottom: render each example with the student's own chat template, train on the
 assistant turn only (end-of-turn token included, so the student learns to stop), normalise the loss by
 the target tokens of the whole gradient-accumulation window, checkpoint into ``ctx.scratch`` so a killed
-run resumes, and write a folder that lm-eval's ``hf`` backend and vLLM load. What one optimizer step does
-(batching, packing, the loss) lives in ``nt_sft.steps``, which a bare GPU box can import on its own.
+run resumes, and write a folder that lm-eval's ``hf`` backend and vLLM load, with ``metrics.parquet`` beside it
+(one row per optimizer step: loss, lr, gradient norm, tokens, speed). What one optimizer step does (batching,
+packing, the loss) lives in ``nt_sft.steps``, which a bare GPU box can import on its own.
 
 With ``packing`` several examples share one sequence, their position ids restarting at 0 and no attention
 between them; with ``num_processes`` > 1 the stage relaunches itself through ``accelerate launch``
@@ -77,7 +78,7 @@ class SFTTrainer(Trainer):
         pack_length: int | None = None  # tokens per packed sequence; None: max_length
         weight_decay: float = 0.1
         adam_beta2: float = 0.999
-        max_grad_norm: float = 1.0  # 0 turns clipping off
+        max_grad_norm: float = 1.0  # 0 turns clipping off (the norm is still measured, for metrics.parquet)
         schedule: Literal["constant", "cosine", "cosine_min"] = "constant"
         min_lr_ratio: float = 0.1  # floor of "cosine_min", as a fraction of lr
         warmup_ratio: float = 0.0
@@ -328,16 +329,44 @@ def load_student(student: str, settings, attn_implementation: str = "sdpa", lige
 
 
 class TrainProgress:
-    """What the loop has done; saved with every checkpoint so a resumed run reports the whole run."""
+    """What the loop has done, with one metrics row per optimizer step; saved with every checkpoint (in
+    ``ctx.scratch``) so a resumed run reports, and writes ``metrics.parquet`` for, the whole run, each step once:
+    the steps a killed attempt ran after its last checkpoint are not in the state it resumes from."""
 
     def __init__(self):
-        self.step, self.train_tokens, self.losses = 0, 0, []
+        self.step, self.train_tokens, self.losses, self.metrics = 0, 0, [], []
+
+    def record(self, step: dict, seconds: float, steps_per_epoch: int) -> dict:
+        """Count one optimizer step (``optimizer_step``'s result, ``seconds`` long); returns its metrics row."""
+        self.step += 1
+        self.train_tokens += step["targets"]
+        self.losses.append(step["loss"])
+        row = {"step": self.step, "epoch": self.step / steps_per_epoch, "loss": step["loss"], "lr": step["lr"],
+               "grad_norm": step["grad_norm"], "tokens": step["real_tokens"], "target_tokens": step["targets"],
+               "tokens_per_s": step["real_tokens"] / seconds if seconds > 0 else None}
+        self.metrics.append(row)
+        return row
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "train_tokens": self.train_tokens, "losses": list(self.losses)}
+        return {"step": self.step, "train_tokens": self.train_tokens, "losses": list(self.losses),
+                "metrics": [dict(row) for row in self.metrics]}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.train_tokens, self.losses = state["step"], state["train_tokens"], list(state["losses"])
+        # a checkpoint written before metrics were kept: its steps keep their loss, the other columns are null
+        rows = state.get("metrics", [{"step": i + 1, "loss": loss} for i, loss in enumerate(self.losses)])
+        self.metrics = [dict(row) for row in rows]
+
+
+def write_metrics(rows: list[dict], path: Path) -> None:
+    """``metrics.parquet``: one row per optimizer step, typed even where a column is all null."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("loss", pa.float64()), ("lr", pa.float64()),
+                        ("grad_norm", pa.float64()), ("tokens", pa.int64()), ("target_tokens", pa.int64()),
+                        ("tokens_per_s", pa.float64())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -371,6 +400,8 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     resumed_from = done.step
     speed = step_loop(run, done, ctx, settings, student)
     save_model(run.accelerator, run.model, run.tokenizer, settings.lora, run.save_dtype, student, Path(ctx.out))
+    if run.accelerator.is_main_process:
+        write_metrics(done.metrics, Path(ctx.out) / "metrics.parquet")
     return run_stats(run, done, resumed_from, speed)
 
 
@@ -452,6 +483,11 @@ class Speed:
     computed_tokens: int = 0
     train_seconds: float = 0.0
 
+    def add(self, step: dict, seconds: float) -> None:
+        self.real_tokens += step["real_tokens"]
+        self.computed_tokens += step["computed_tokens"]
+        self.train_seconds += seconds
+
 
 def step_loop(run: Run, done: TrainProgress, ctx: Context, settings, student: str) -> Speed:
     """The optimizer steps left, from ``done.step`` on: each epoch reshuffled, a resumed one skipping its batches."""
@@ -470,12 +506,9 @@ def step_loop(run: Run, done: TrainProgress, ctx: Context, settings, student: st
                 started = time.perf_counter()
                 step = optimizer_step(accelerator, run.model, run.optimizer, run.schedule, window,
                                       settings.max_grad_norm)
-                speed.train_seconds += time.perf_counter() - started
-                speed.real_tokens += step["real_tokens"]
-                speed.computed_tokens += step["computed_tokens"]
-                done.step += 1
-                done.train_tokens += step["targets"]
-                done.losses.append(step["loss"])
+                seconds = time.perf_counter() - started
+                speed.add(step, seconds)
+                done.record(step, seconds, run.steps_per_epoch)
                 if settings.save_every_steps and done.step % settings.save_every_steps == 0 \
                         and done.step < run.total_steps:
                     save_checkpoint(accelerator, checkpoint)
