@@ -729,10 +729,12 @@ def test_the_compiled_loss_takes_each_windows_count_without_recompiling(tiny, to
 
 def test_accelerate_launch_with_two_processes_matches_one_process(tiny, tmp_path):
     """The stage relaunched under `accelerate launch` (2 CPU processes, gloo, batch 2 each) trains like one
-    process with batch 4: the same examples per step, the loss normalised over both processes."""
+    process with batch 4: the same examples per step, the loss normalised over both processes. The main process
+    writes metrics.parquet into the stage output and logs to TensorBoard, once."""
     settings = dict(epochs=2, lr=1e-3, mixed_precision="no", seed=3)
     one = SFTTrainer(batch_size=4, **settings).train(make_examples(8), tiny, context(tmp_path / "one"))
-    two = SFTTrainer(batch_size=2, num_processes=2, **settings).train(make_examples(8), tiny, context(tmp_path / "two"))
+    two = SFTTrainer(batch_size=2, num_processes=2, report_to=["tensorboard"], **settings).train(
+        make_examples(8), tiny, context(tmp_path / "two"))
     assert two["processes"] == 2 and one["processes"] == 1 and two["distributed"] == "MULTI_CPU"
     assert two["steps"] == one["steps"] == 4
     assert two["train_tokens"] == one["train_tokens"]
@@ -743,6 +745,12 @@ def test_accelerate_launch_with_two_processes_matches_one_process(tiny, tmp_path
     metrics = pq.read_table(tmp_path / "two" / "out" / "metrics.parquet").to_pydict()  # the main process wrote it
     assert metrics["step"] == [1, 2, 3, 4] and metrics["loss"] == two["loss_curve"]
     assert sum(metrics["target_tokens"]) == two["train_tokens"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (tmp_path / "two" / "out" / "trackers" / "nt-harness").glob("events.out.tfevents.*")  # one process's
+    tensorboard = EventAccumulator(str(events))
+    tensorboard.Reload()
+    assert [e.step for e in tensorboard.Scalars("loss")] == [1, 2, 3, 4]
 
 
 def test_an_accelerate_config_is_launched_even_for_one_process(tiny, tmp_path):

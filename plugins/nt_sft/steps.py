@@ -198,7 +198,9 @@ def build_schedule(optimizer, settings, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def make_accelerator(mixed_precision: str, compile_mode: str | None = None, static_shapes: bool = False):
+def make_accelerator(mixed_precision: str, compile_mode: str | None = None, static_shapes: bool = False,
+                     log_with: list[str] | None = None, project_dir: str | None = None):
+    """``log_with``: Accelerate's trackers, writing under ``project_dir`` where they write files (TensorBoard)."""
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.state import AcceleratorState, GradientState
 
@@ -211,7 +213,8 @@ def make_accelerator(mixed_precision: str, compile_mode: str | None = None, stat
     # non_blocking: with a pinned-memory loader, batches go to the GPU without a host sync per tensor
     return Accelerator(mixed_precision=mixed_precision, step_scheduler_with_optimizer=False,
                        dataloader_config=DataLoaderConfiguration(non_blocking=True),
-                       dynamo_plugin=dynamo_plugin(compile_mode, static_shapes))
+                       dynamo_plugin=dynamo_plugin(compile_mode, static_shapes),
+                       **({"log_with": log_with, "project_dir": project_dir} if log_with else {}))
 
 
 def fsdp_precision(accelerator) -> None:

@@ -4,8 +4,9 @@ One file, read top to bottom: render each example with the student's own chat te
 assistant turn only (end-of-turn token included, so the student learns to stop), normalise the loss by
 the target tokens of the whole gradient-accumulation window, checkpoint into ``ctx.scratch`` so a killed
 run resumes, and write a folder that lm-eval's ``hf`` backend and vLLM load, with ``metrics.parquet`` beside it
-(one row per optimizer step: loss, lr, gradient norm, tokens, speed). What one optimizer step does (batching,
-packing, the loss) lives in ``nt_sft.steps``, which a bare GPU box can import on its own.
+(one row per optimizer step: loss, lr, gradient norm, tokens, speed), also sent to Accelerate's trackers when
+``report_to`` names them. What one optimizer step does (batching, packing, the loss) lives in ``nt_sft.steps``,
+which a bare GPU box can import on its own.
 
 With ``packing`` several examples share one sequence, their position ids restarting at 0 and no attention
 between them; with ``num_processes`` > 1 the stage relaunches itself through ``accelerate launch``
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from nt_harness.components import Context, Settings, Trainer
 from nt_sft.steps import (  # noqa: F401  (re-exported: the tests and benchmarks use them from here)
@@ -114,6 +115,25 @@ class SFTTrainer(Trainer):
         seed: int = 0
         save_every_steps: int = 0  # 0: no intermediate checkpoints, the model is written at the end
         system_prompt: str | None = None
+        # Accelerate trackers that get each step's metrics row as well (tensorboard, wandb, trackio, mlflow, ...),
+        # writing files (TensorBoard's events) under logging_dir, by default the stage output's trackers/ folder.
+        # Execution settings, out of the cache key: where a run is watched does not change what it trains
+        report_to: list[str] = []
+        logging_dir: str | None = None
+
+        @field_validator("report_to")
+        @classmethod
+        def _trackers_accelerate_knows(cls, names: list[str]) -> list[str]:
+            if not names:  # no Accelerate (and torch) import when off: the CLI builds these settings too
+                return names
+            import accelerate
+            from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+            unknown = [name for name in names if name not in LOGGER_TYPE_TO_CLASS]
+            if unknown:
+                raise ValueError(f"unknown tracker {', '.join(map(repr, unknown))}: Accelerate {accelerate.__version__}"
+                                 f" knows {', '.join(sorted(LOGGER_TYPE_TO_CLASS))}")
+            return names
 
         @model_validator(mode="before")
         @classmethod
@@ -150,6 +170,14 @@ class SFTTrainer(Trainer):
                                  f" shape) and grad_accum 1, got packing={self.packing}, grad_accum={self.grad_accum}"
                                  "; raise batch_size instead, or use compile_mode default")
             return self
+
+    execution = ("report_to", "logging_dir")
+
+    def check(self) -> None:
+        """A tracker whose package is missing, before any work: Accelerate would drop it with a debug line."""
+        problem = missing_trackers(self.settings.report_to)
+        if problem:
+            raise ValueError(problem)
 
     def train(self, examples: pa.Table, student: str, ctx: Context) -> dict:
         if self.settings.num_processes > 1 or self.settings.accelerate_config:
@@ -370,6 +398,45 @@ def write_metrics(rows: list[dict], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Trackers (report_to).
+
+TRACKER_PROJECT = "nt-harness"  # TensorBoard's run folder, wandb's and trackio's project, MLflow's experiment
+TRACKER_PACKAGES = {"comet_ml": "comet-ml"}  # pip's name where it is not the tracker's
+
+
+def missing_trackers(names: list[str]) -> str | None:
+    """Which trackers cannot start here and what to install (None: all can). A tracker registered with
+    Accelerate by hand has no availability check: it is taken to be there."""
+    if not names:
+        return None
+    import accelerate.utils
+
+    missing = [name for name in names if not getattr(accelerate.utils, f"is_{name}_available", lambda: True)()]
+    if not missing:
+        return None
+    return (f"report_to: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed here: "
+            f"pip install {' '.join(TRACKER_PACKAGES.get(name, name) for name in missing)}")
+
+
+def tracker_config(settings, student: str) -> dict:
+    """The settings as scalars: TensorBoard's hparams refuse a list (``lora_targets``, ``report_to``)."""
+    plain = {**settings.model_dump(mode="json"), "student": student}
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in plain.items()}
+
+
+def start_trackers(accelerator, settings, student: str, restored: list[dict]) -> None:
+    """Open the trackers (main process only, as Accelerate does) and send the rows a resumed run restored from its
+    checkpoint, so that the new run's curves start at step 1 like metrics.parquet."""
+    accelerator.init_trackers(TRACKER_PROJECT, config=tracker_config(settings, student))
+    for row in restored:
+        log_row(accelerator, row)
+
+
+def log_row(accelerator, row: dict) -> None:
+    accelerator.log({k: v for k, v in row.items() if k != "step" and v is not None}, step=row["step"])
+
+
+# ---------------------------------------------------------------------------------------------------
 # The loop.
 
 
@@ -398,10 +465,14 @@ def train(examples: pa.Table, student: str, ctx: Context, settings) -> dict:
     run = setup(examples, student, ctx, settings)
     done = resume(run, Path(ctx.scratch) / "checkpoint")
     resumed_from = done.step
+    if settings.report_to:
+        start_trackers(run.accelerator, settings, student, done.metrics)
     speed = step_loop(run, done, ctx, settings, student)
     save_model(run.accelerator, run.model, run.tokenizer, settings.lora, run.save_dtype, student, Path(ctx.out))
     if run.accelerator.is_main_process:
         write_metrics(done.metrics, Path(ctx.out) / "metrics.parquet")
+    if settings.report_to:
+        run.accelerator.end_training()  # last: it also ends the process group that save_model gathers over
     return run_stats(run, done, resumed_from, speed)
 
 
@@ -414,8 +485,12 @@ def start_accelerator(ctx: Context, settings):
     # fragmenting (PyTorch's CUDA memory-management notes); read when CUDA is first used in the process
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     set_seed(settings.seed)
+    problem = missing_trackers(settings.report_to)  # nt_sft.launch by hand skips the pipeline's check
+    if problem:
+        raise ValueError(problem)
     accelerator = make_accelerator(settings.mixed_precision, settings.compile_mode if settings.compile else None,
-                                   static_shapes=settings.packing)
+                                   static_shapes=settings.packing, log_with=settings.report_to,
+                                   project_dir=settings.logging_dir or str(Path(ctx.out) / "trackers"))
     if accelerator.distributed_type == DistributedType.DEEPSPEED and settings.grad_accum > 1:
         # DeepSpeed steps its optimizer inside every backward; this loop's window would step it each micro-batch
         raise ValueError("with DeepSpeed use grad_accum 1 (raise batch_size or processes instead)")
@@ -508,7 +583,7 @@ def step_loop(run: Run, done: TrainProgress, ctx: Context, settings, student: st
                                       settings.max_grad_norm)
                 seconds = time.perf_counter() - started
                 speed.add(step, seconds)
-                done.record(step, seconds, run.steps_per_epoch)
+                log_row(accelerator, done.record(step, seconds, run.steps_per_epoch))  # no trackers: no-op
                 if settings.save_every_steps and done.step % settings.save_every_steps == 0 \
                         and done.step < run.total_steps:
                     save_checkpoint(accelerator, checkpoint)
