@@ -154,7 +154,7 @@ class Site:
         """A table's rows (the ``api/`` answer): one page of them, or all of them for a static site."""
         r = self.study(study).run(run)
         if data == "selection":
-            answer = tables.query(r.selection(), params, r.selection_order())
+            answer = tables.query(r.selection(), params, r.selection_order(), r.orders)
         else:
             answer = tables.query(_answers(r.samples(data.removeprefix("eval-"))), params)
         return Page(json.dumps(answer), "application/json")

@@ -84,6 +84,7 @@ class Run:
     result: object  # leaderboard.RunResult
     _tables: dict = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # one build of each table
+    orders: dict = field(default_factory=dict, repr=False)  # the selection's row order under each sort asked for
 
     @property
     def label(self) -> str:
@@ -142,16 +143,22 @@ class Run:
         if pool_path is not None:
             wanted = [c for c in ("trace_id", "question_id", "topic", "question", "complete", "completion_tokens")
                       if c in pq.read_schema(pool_path / "data.parquet").names]
-            pool = pq.read_table(pool_path / "data.parquet", columns=wanted)
-            pool = pool.set_column(pool.schema.get_field_index("question"), "question",
-                                   pc.utf8_slice_codeunits(pool.column("question"), 0, PREVIEW))
+            # a question's text is repeated for each of its traces: read once per question, as a dictionary
+            pool = pq.read_table(pool_path / "data.parquet", columns=wanted,
+                                 read_dictionary=[c for c in ("question_id", "topic", "question") if c in wanted])
+            pool = pool.unify_dictionaries().combine_chunks()
+            if "question" in wanted:
+                question = pool.column("question").chunk(0)
+                preview = pa.DictionaryArray.from_arrays(
+                    question.indices, pc.utf8_slice_codeunits(question.dictionary, 0, PREVIEW))
+                pool = pool.set_column(pool.schema.get_field_index("question"), "question", preview)
             table = _beside(table, pool)
         for key in stages.get("annotate", []):
             path = self.entry("annotate", key)
             if path is not None:
                 table = _beside(table, _scalars(pq.read_table(path / "data.parquet")))
         first = [c for c in SELECTION_FIRST if c in table.column_names]
-        return table.select(first + [c for c in table.column_names if c not in first])
+        return _compact(table.select(first + [c for c in table.column_names if c not in first]))
 
     def selection_order(self) -> pa.Array:
         """The selection's rows as a page lists them unless asked otherwise: the kept traces in the order the
@@ -233,6 +240,18 @@ class Run:
             return pq.read_table(path / "metrics.parquet")
         losses = json.loads((path / "manifest.json").read_text()).get("stats", {}).get("loss_curve")
         return pa.table({"step": list(range(1, len(losses) + 1)), "loss": losses}) if losses else None
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """One chunk per column (Arrow's take on a many-chunk column copies all of it), and a column of few distinct
+    strings (reason, topic) dictionary-encoded, so a filter on it compares small integers."""
+    table = table.unify_dictionaries().combine_chunks()
+    for i, f in enumerate(table.schema):
+        if pa.types.is_string(f.type) and len(table) > 10_000:
+            column = table.column(i)
+            if pc.count_distinct(column.slice(0, 100_000)).as_py() <= 1_000:
+                table = table.set_column(i, f.name, pc.dictionary_encode(column))
+    return table
 
 
 def _status(value, no_answer) -> str:

@@ -62,7 +62,7 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes th
 
 class SFTTrainer(Trainer):
     name = "sft"
-    version = "1"
+    version = "2"  # 2: metrics.parquet, one row per optimizer step
     description = "supervised fine-tuning (full or LoRA) on Accelerate; loss on the assistant turn only"
 
     class Settings(Settings):
