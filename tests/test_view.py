@@ -166,6 +166,19 @@ def test_static_site_holds_the_same_pages(site, tmp_path):
         assert str(tmp_path) not in text and str(REPO) not in text, page
 
 
+def test_a_published_folder_without_its_store_shows_its_leaderboard_and_says_what_is_missing(tmp_path):
+    from starlette.testclient import TestClient
+
+    folder = REPO / "results" / "naturalthoughts-vs-limo"
+    client = TestClient(app(Site(open_studies([folder], tmp_path / "no-store"))))
+    board = client.get(f"/{folder.name}/index.html")
+    assert board.status_code == 200 and "naturalthoughts" in board.text and "bars_gym_heldout.png" in board.text
+    assert client.get(f"/{folder.name}/figures/bars_gym_heldout.png").content == (folder / "bars_gym_heldout.png").read_bytes()
+    selection = json.loads((folder / "leaderboard.json").read_text())["runs"][1]["stages"]["select"]
+    page = client.get(f"/{folder.name}/r1/selection.html")
+    assert page.status_code == 200 and f"selection {selection} is not in the store" in page.text
+
+
 def _escaped(text: str) -> str:
     from markupsafe import escape
 
