@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.progress import track
 
@@ -127,7 +129,7 @@ class Site:
             if task not in r.tasks():
                 continue
             try:
-                found = r.samples(task).filter(tables.pc.field("question_id") == qid).to_pylist()
+                found = r.samples(task).filter(pc.field("question_id") == qid).to_pylist()
             except LookupError:
                 found = []
             if found:
@@ -166,19 +168,21 @@ def _answers(samples):
                                        "response_tokens") if c in samples.column_names])
 
 
-def _columns(table, hidden=()) -> list[dict]:
+def _columns(table: pa.Table, hidden=()) -> list[dict]:
     """Tabulator's column definitions: a choice list for a column of few values, a text box otherwise."""
-    import pyarrow.compute as pc
-
     out = []
     for f in table.schema:
-        column = {"field": f.name, "title": f.name.replace("_", " "), "visible": f.name not in hidden}
-        if f.type in (tables.pa.bool_(), tables.pa.string()) and len(table):
+        column = {"field": f.name, "title": f.name.replace("_", " "), "visible": f.name not in hidden,
+                  "numeric": pa.types.is_integer(f.type) or pa.types.is_floating(f.type)}
+        if pa.types.is_dictionary(f.type):
+            values = table.column(f.name).combine_chunks().dictionary
+        elif f.type in (pa.bool_(), pa.string()):
             values = pc.unique(table.column(f.name).slice(0, 100_000))
-            if len(values) <= 30:
-                column["choices"] = sorted(str(v).lower() if isinstance(v, bool) else str(v)
-                                           for v in values.to_pylist() if v is not None)
-        column["numeric"] = tables.pa.types.is_integer(f.type) or tables.pa.types.is_floating(f.type)
+        else:
+            values = None
+        if values is not None and len(values) <= 30:
+            column["choices"] = sorted(str(v).lower() if isinstance(v, bool) else str(v)
+                                       for v in values.to_pylist() if v is not None)
         out.append(column)
     return out
 
