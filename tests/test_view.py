@@ -179,6 +179,38 @@ def test_a_published_folder_without_its_store_shows_its_leaderboard_and_says_wha
     assert page.status_code == 200 and f"selection {selection} is not in the store" in page.text
 
 
+def test_query_filters_sorts_and_pages_like_pandas():
+    """The server's answer to Tabulator's request, against pandas on the same rows (string, dictionary, bool and
+    int columns; ties kept in row order; nulls last)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from nt_harness.view import tables
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    frame = {"trace_id": [f"t{i}" for i in range(n)], "reason": rng.choice(["kept: a", "dropped: b", "dropped: c"], n),
+             "kept": rng.random(n) < 0.3, "tokens": rng.integers(0, 50, n),
+             "question": rng.choice(["Alpha beta", "gamma DELTA", "epsilon"], n)}
+    table = pa.table(frame)
+    table = table.set_column(1, "reason", pc.dictionary_encode(table.column("reason")))
+    df = table.to_pandas()
+    df["reason"] = df["reason"].astype(str)
+    params = {"page": "3", "size": "40", "filter[0][field]": "reason", "filter[0][type]": "=",
+              "filter[0][value]": "dropped: b", "filter[1][field]": "question", "filter[1][type]": "like",
+              "filter[1][value]": "delta", "filter[2][field]": "kept", "filter[2][type]": "=", "filter[2][value]": "false",
+              "sort[0][field]": "tokens", "sort[0][dir]": "desc"}
+    answer = tables.query(table, params, orders={})
+    want = df[(df.reason == "dropped: b") & df.question.str.contains("delta", case=False) & ~df.kept]
+    want = want.sort_values("tokens", ascending=False, kind="stable")
+    assert answer["last_row"] == len(want) and answer["last_page"] == -(-len(want) // 40)
+    assert [r["trace_id"] for r in answer["data"]] == list(want.trace_id[80:120])
+    order = pa.array(list(range(n))[::-1], pa.int64())  # a default order: the last row first
+    first = tables.query(table, {"size": "5"}, order)["data"]
+    assert [r["trace_id"] for r in first] == [f"t{i}" for i in range(n - 1, n - 6, -1)]
+
+
 def _escaped(text: str) -> str:
     from markupsafe import escape
 

@@ -263,11 +263,18 @@ def _status(value, no_answer) -> str:
 
 
 def _scalars(table: pa.Table) -> pa.Table:
-    """An annotation's columns a table cell can show (lists and embeddings stay on the trace page)."""
-    keep = [f.name for f in table.schema
-            if not (pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)
-                    or pa.types.is_struct(f.type) or f.name in LONG)]
-    return table.select(keep)
+    """An annotation's columns a table cell can show: a list of strings (strategies) joined, other lists
+    (embeddings) and long texts left to the trace's page."""
+    out = {}
+    for f in table.schema:
+        if f.name in LONG or pa.types.is_struct(f.type):
+            continue
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type):
+            if pa.types.is_string(f.type.value_type):
+                out[f.name] = pc.binary_join(table.column(f.name), ", ")
+            continue
+        out[f.name] = table.column(f.name)
+    return pa.table(out)
 
 
 def _beside(left: pa.Table, right: pa.Table) -> pa.Table:
