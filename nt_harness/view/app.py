@@ -1,7 +1,7 @@
 """`nt-harness view`: a study's leaderboard, selections, traces, answers and training curves in a browser.
 
 Every page is a plain function of the site and its path parameters, returning the page's body. Starlette
-serves them (``serve``), and ``export`` writes the same functions' output to files, so a published site
+serves them (``serve``), and ``write_site`` writes the same functions' output to files, so a published site
 and a served one are the same pages. Paths end in ``.html`` and links are relative, so the files work
 from disk. Tables are Tabulator's: served, they page, filter and sort on the server (``api/`` answers);
 exported, each table's rows are written beside its page and Tabulator does the same work in the browser.
@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from rich.progress import track
 
 from nt_harness import UserError
+from nt_harness.leaderboard import notes
 from nt_harness.view import tables
 from nt_harness.view.data import NO_ANSWER, PARTIAL, RIGHT, WRONG, Run, Study
 
@@ -64,8 +65,6 @@ class Site:
         s = self.study(study)
         headers, body = s.summary
         rows = [dict(zip(headers, line), run=i) for i, line in enumerate(body)]
-        from nt_harness.leaderboard import notes
-
         return self.render("leaderboard.html", f"/{study}/index.html", s=s, headers=headers, rows=rows,
                            notes=notes(s.meta))
 
