@@ -14,7 +14,6 @@ shuffles, fewer epochs are the first steps of more, so each lr's rows are its cu
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
@@ -54,22 +53,21 @@ def main():
         rows.append({"lr": 0.0, "epochs": 0, "steps": 0, **{m: sum(v.values()) / len(v) for m, v in base.items()}})
         for lr in (float(x) for x in args.lrs.split(",")):
             for epochs in (int(x) for x in args.epochs.split(",")):
-                run_spec = copy.deepcopy(spec)
-                run_spec["trainer"].update(lr=lr, epochs=epochs)
+                run_spec = spec.model_copy(update={"trainer": {**spec.trainer, "lr": lr, "epochs": epochs}})
                 run = pipe.run(args.recipe, run_spec)
                 got = scores(run, args.task)
-                trained = store.get("train", run_spec["trainer"]["name"], run.stages["train"])
+                trained = store.get("train", run_spec.trainer["name"], run.stages["train"])
                 test = paired_test(base[METRICS[0]], got[METRICS[0]])
                 rows.append({"lr": lr, "epochs": epochs, "steps": trained.manifest["stats"]["steps"],
                              **{m: sum(v.values()) / len(v) for m, v in got.items()},
                              "diff_vs_base": test["diff"], "p_vs_base": test["p"]})
-    print(f"{args.recipe}, budget {spec['budget']}, batch {spec['trainer'].get('batch_size')}, "
+    print(f"{args.recipe}, budget {spec.budget}, batch {spec.trainer.get('batch_size')}, "
           f"{len(base[METRICS[0]])} held-out questions")
     print(f"{'lr':>7} {'epochs':>6} {'steps':>5} {'flexible':>8} {'strict':>7} {'no ans':>6} {'Δ base':>7} {'p':>7}")
     for r in rows:
         print(f"{r['lr']:7.0e} {r['epochs']:6d} {r['steps']:5d} {r.get(METRICS[0], 0):8.3f} {r.get(METRICS[1], 0):7.3f} "
               f"{r.get(METRICS[2], 0):6.3f} {r.get('diff_vs_base', 0):+7.3f} {r.get('p_vs_base', 1):7.2g}")
-    print(json.dumps({"recipe": args.recipe, "budget": spec["budget"], "rows": rows}))
+    print(json.dumps({"recipe": args.recipe, "budget": spec.budget, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -241,12 +241,12 @@ def plan(stage_s: float):
     from nt_harness.pipeline import Pipeline
     from nt_harness.plugins import Plugins
     from nt_harness.progress import Progress
-    from nt_harness.recipes import merge
+    from nt_harness.recipes import RunSpec, merge
     from nt_harness.store import Store
 
     pm = Plugins(load_entrypoints=False, extra=[sys.modules[__name__], nt_executors])
     profile = profile_spec(stage_s)
-    runs = [(r, merge(profile, recipe_spec(i, stage_s)), False) for i, r in enumerate(RECIPES)]
+    runs = [(r, RunSpec.of(merge(profile, recipe_spec(i, stage_s))), False) for i, r in enumerate(RECIPES)]
     with tempfile.TemporaryDirectory() as tmp:
         pipe = Pipeline(pm, Store(tmp), Progress(disable=True), threads=1)
         return plan_study(pipe, [("(base student)", runs[0][1], True), *runs])

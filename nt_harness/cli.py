@@ -20,8 +20,8 @@ from nt_harness.executors import Study, plan_study
 from nt_harness.pipeline import STAGES, Pipeline
 from nt_harness.plugins import PluginError, Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import (Profile, Recipe, SpecError, at_budget, apply_defaults, apply_sets, is_file, merge,
-                                 profile_from_file, recipe_from_file)
+from nt_harness.recipes import (Profile, Recipe, RunSpec, SpecError, at_budget, apply_defaults, apply_sets, is_file,
+                                 merge, profile_from_file, recipe_from_file)
 from nt_harness.store import Store, StoreLocked, library_versions
 
 console = Console(width=None if sys.stdout.isatty() else 220)  # logs keep the whole table
@@ -58,21 +58,22 @@ def parse_budgets(text: str | None) -> list[int | None]:
     return budgets
 
 
-def make_spec(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None) -> dict:
-    """Profile, then recipe, then the command line; each layer's ``by_budget`` entry for the run's budget
-    joins its own layer (a recipe's own epochs beat the profile's per-budget ones), so the budget is found first."""
+def make_spec(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None) -> RunSpec:
+    """Profile, then recipe, then the command line, checked as one ``RunSpec``; each layer's ``by_budget`` entry
+    for the run's budget joins its own layer (a recipe's own epochs beat the profile's per-budget ones), so the
+    budget is found first."""
     profile_name = recipe.spec.get("profile") or opts["profile"]
     profile = resolve_profile(pm, profile_name).spec
     own = {k: v for k, v in recipe.spec.items() if k != "profile"}
     size = command_line(pm, recipe, opts, budget, merge(profile, own)).get("budget")
     spec = apply_defaults(command_line(pm, recipe, opts, budget,
                                        merge(at_budget(profile, size), at_budget(own, size))))
-    for key in ("source", "teacher", "selector", "trainer", "student", "budget"):
+    for key in RunSpec.required():
         if key not in spec:
             raise SpecError(f"recipe {recipe.name!r} with profile {profile_name!r}: no {key} given; set it in the "
                             f"profile, the recipe or with --set, or give the profile file a base that has one, "
                             f"e.g. base = \"embedded\"")
-    return spec
+    return RunSpec.of(spec, f"recipe {recipe.name!r}: ")
 
 
 def command_line(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None, spec: dict) -> dict:
@@ -139,17 +140,17 @@ def run_options(f):
 def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, base: bool = False,
              recipes_too: bool = True):
     pm = plugins()
-    store = Store(opts["workdir"])
     budgets = parse_budgets(opts.get("budget"))
     aliases = resolve_profile(pm, opts["profile"]).recipes
     chosen = [resolve_recipe(pm, aliases.get(r, r)) for r in recipes]
     specs = [(r, b, make_spec(pm, r, opts, b)) for b in budgets for r in chosen]  # validate all first
+    store = Store(opts["workdir"])
     runs = []
     with Progress(err, disable=opts.get("quiet", False)) as progress:
         pipe = Pipeline(pm, store, progress, threads=opts["threads"], force=set(opts.get("force") or ()))
         for _, _, spec in specs:
             pipe.validate(spec)
-        executor = pipe.instantiate("executor", specs[0][2].get("executor") or "local", "executor")
+        executor = pipe.instantiate("executor", specs[0][2].executor or "local", "executor")
         # the study as a graph: the executor builds its nodes (shared ones once), then the runs read them
         planned = [(leaderboard.BASE, specs[0][2], True)] if base else []
         planned += [(recipe.name, spec, False) for recipe, _, spec in specs] if recipes_too else []
@@ -163,7 +164,7 @@ def _execute(recipes: tuple[str, ...], opts: dict, until: str | None = None, bas
         if base:
             runs.append(pipe.baseline(specs[0][2]))
         for recipe, _, spec in specs if recipes_too else ():
-            progress.log(f"[bold]recipe {recipe.name}[/] budget {spec['budget']} student {spec['student']}")
+            progress.log(f"[bold]recipe {recipe.name}[/] budget {spec.budget} student {spec.student}")
             runs.append(pipe.run(recipe.name, spec, until=until))
     return runs, specs
 
@@ -210,7 +211,7 @@ def _publish(runs, specs, opts, folder: Path, started):
     meta = {
         "profile": opts["profile"],
         "budget_mode": "native (each recipe's own size)" if opts.get("native_budget") else "equal",
-        "seed": specs[0][2].get("seed", 0),
+        "seed": specs[0][2].seed,
         "command": "nt-harness " + shlex.join(published_args(sys.argv[1:])),
         "wall_s": time.time() - started,
         "versions": library_versions(),

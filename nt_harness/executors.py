@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from nt_harness.components import Component
 from nt_harness.pipeline import Node, Pipeline
+from nt_harness.recipes import RunSpec
 
 
 class Executor(Component):
@@ -67,7 +68,7 @@ class Study:
         self.pipeline.progress.log(text)
 
 
-def plan_study(pipe: Pipeline, runs: list[tuple[str, dict, bool]], until: str | None = None) -> list[Node]:
+def plan_study(pipe: Pipeline, runs: list[tuple[str, RunSpec, bool]], until: str | None = None) -> list[Node]:
     """One graph for ``runs`` ((recipe, spec, base) each): every run's nodes, each key once, in run order."""
     nodes: dict[str, Node] = {}
     for recipe, spec, base in runs:

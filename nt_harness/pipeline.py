@@ -24,7 +24,7 @@ from nt_harness.models import ModelResolver
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
 from nt_harness.records import EXAMPLES, QUESTIONS, SELECTION, TRACES, conform, metric_key
-from nt_harness.recipes import SpecError
+from nt_harness.recipes import RunSpec, SpecError
 from nt_harness.store import Entry, Store, write_table
 
 STAGES = ("source", "teacher", "annotate", "select", "train", "evaluate")
@@ -43,7 +43,7 @@ class Node:
     key: str
     deps: tuple[str, ...] = ()
     recipe: str = ""
-    spec: dict = field(default_factory=dict, compare=False, hash=False)
+    spec: RunSpec | None = field(default=None, compare=False, hash=False)
     base: bool = False
     force: bool = False
 
@@ -212,9 +212,9 @@ class Pipeline:
         write_table(table, ctx.out)
         return {"questions": table.num_rows}
 
-    def pool(self, spec: dict) -> tuple[Component, Entry]:
-        source = self.instantiate("source", spec["source"], "source")
-        teacher = self.instantiate("teacher", spec["teacher"], "teacher")
+    def pool(self, spec: RunSpec) -> tuple[Component, Entry]:
+        source = self.instantiate("source", spec.source, "source")
+        teacher = self.instantiate("teacher", spec.teacher, "teacher")
 
         questions = self.stage("source", source, {}, lambda ctx: self._load(source, ctx))
 
@@ -232,11 +232,11 @@ class Pipeline:
 
         return source, self.stage("teacher", teacher, {"questions": questions.key}, generate, source)
 
-    def annotated(self, spec: dict, source, pool: Entry) -> tuple[pa.Table, list[Entry]]:
+    def annotated(self, spec: RunSpec, source, pool: Entry) -> tuple[pa.Table, list[Entry]]:
         table = base = pool.table()
         entries = []
         written: dict[str, str] = {}  # column -> key of the annotation that wrote it
-        for i, conf in enumerate(spec.get("annotators", [])):
+        for i, conf in enumerate(spec.annotators):
             ann = self.instantiate("annotator", conf, f"annotators[{i}]")
             check_requires(i, ann, written)
             inputs = self._annotator_inputs(ann, pool.key, written)
@@ -268,22 +268,21 @@ class Pipeline:
             inputs["columns"] = {c: written[c] for c in ann.requires}
         return inputs
 
-    def _select_inputs(self, spec: dict, selector: Component, pool: str, annotations: list[str]) -> tuple[dict, list]:
-        inputs = {"pool": pool, "annotations": annotations, "budget": int(spec["budget"]),
-                  "seed": int(spec.get("seed", 0))}
+    def _select_inputs(self, spec: RunSpec, selector: Component, pool: str, annotations: list[str]) -> tuple[dict, list]:
+        inputs = {"pool": pool, "annotations": annotations, "budget": spec.budget, "seed": spec.seed}
         benchmarks = []
         if selector.uses_benchmarks:
             benchmarks = [self.instantiate("benchmark", c, f"benchmarks[{i}]")
-                          for i, c in enumerate(spec.get("benchmarks", []))]
+                          for i, c in enumerate(spec.benchmarks)]
             inputs["benchmarks"] = [{"name": b.name, **b.key_settings()} for b in benchmarks]
         return inputs, benchmarks
 
     @staticmethod
-    def _train_inputs(spec: dict, selection: str) -> dict:
-        return {"selection": selection, "student": spec["student"]}
+    def _train_inputs(spec: RunSpec, selection: str) -> dict:
+        return {"selection": selection, "student": spec.student}
 
     # the study as a graph ----------------------------------------------------------------------------
-    def plan(self, recipe: str, spec: dict, until: str | None = None, base: bool = False) -> list[Node]:
+    def plan(self, recipe: str, spec: RunSpec, until: str | None = None, base: bool = False) -> list[Node]:
         """The nodes ``run(recipe, spec, until)`` (or ``baseline(spec)`` when ``base``) builds, in an order that
         puts every node after the nodes it reads, with the keys ``run`` finds: nothing is built or read.
         Annotation columns are the annotators' declared ``columns``, as ``validate`` checks them."""
@@ -295,33 +294,33 @@ class Pipeline:
             return key
 
         def evaluations(model_key, deps):
-            for i, conf in enumerate(spec.get("benchmarks", [])):
+            for i, conf in enumerate(spec.benchmarks):
                 add("evaluate", self.instantiate("benchmark", conf, f"benchmarks[{i}]"), {"model": model_key}, deps)
             return nodes
 
         if base:
-            return evaluations(f"base:{spec['student']}", [])
-        questions = add("source", self.instantiate("source", spec["source"], "source"), {}, [])
+            return evaluations(f"base:{spec.student}", [])
+        questions = add("source", self.instantiate("source", spec.source, "source"), {}, [])
         if until == "source":
             return nodes
-        pool = add("teacher", self.instantiate("teacher", spec["teacher"], "teacher"), {"questions": questions},
+        pool = add("teacher", self.instantiate("teacher", spec.teacher, "teacher"), {"questions": questions},
                    [questions])
         if until == "teacher":
             return nodes
         annotations, written = [], {}
-        for i, conf in enumerate(spec.get("annotators", [])):
+        for i, conf in enumerate(spec.annotators):
             ann = self.instantiate("annotator", conf, f"annotators[{i}]")
             key = add("annotate", ann, self._annotator_inputs(ann, pool, written), [pool, *annotations[-1:]])
             annotations.append(key)
             written.update(dict.fromkeys(ann.columns, key))
         if until == "annotate":
             return nodes
-        selector = self.instantiate("selector", spec["selector"], "selector")
+        selector = self.instantiate("selector", spec.selector, "selector")
         chosen = add("select", selector, self._select_inputs(spec, selector, pool, annotations)[0],
                      [pool, *annotations[-1:]])
         if until == "select":
             return nodes
-        trained = add("train", self.instantiate("trainer", spec["trainer"], "trainer"),
+        trained = add("train", self.instantiate("trainer", spec.trainer, "trainer"),
                       self._train_inputs(spec, chosen), [chosen])
         if until == "train":
             return nodes
@@ -344,17 +343,14 @@ class Pipeline:
             self._only, self.force = None, force
         raise RuntimeError(f"node {node} was not met by its run: plan and run disagree on its key")
 
-    def validate(self, spec: dict) -> None:
-        """Build every component of ``spec`` before any work, so a typo costs seconds, not a run."""
-        for key, least in (("budget", 1), ("seed", 0)):
-            value = spec.get(key, least)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise SpecError(f"{key}: a whole number, at least {least} (got {value!r})")
-        built = {kind: self.instantiate(kind, spec[kind], kind) for kind in ("source", "teacher", "trainer")}
-        annotators = [self.instantiate("annotator", c, f"annotators[{i}]") for i, c in enumerate(spec.get("annotators", []))]
-        for i, conf in enumerate(spec.get("benchmarks", [])):
+    def validate(self, spec: RunSpec) -> None:
+        """Build every component of ``spec`` before any work, so a typo costs seconds, not a run (its budget,
+        seed and student were checked when the RunSpec was made)."""
+        built = {kind: self.instantiate(kind, getattr(spec, kind), kind) for kind in ("source", "teacher", "trainer")}
+        annotators = [self.instantiate("annotator", c, f"annotators[{i}]") for i, c in enumerate(spec.annotators)]
+        for i, conf in enumerate(spec.benchmarks):
             built[f"benchmarks[{i}]"] = self.instantiate("benchmark", conf, f"benchmarks[{i}]")
-        selector = self.instantiate("selector", spec["selector"], "selector")
+        selector = self.instantiate("selector", spec.selector, "selector")
         built.update({f"annotators[{i}]": a for i, a in enumerate(annotators)}, selector=selector)
         checked = dict(built)
         for where, comp in built.items():
@@ -379,12 +375,12 @@ class Pipeline:
                 + ")"
             )
 
-    def run(self, recipe: str, spec: dict, until: str | None = None) -> RunResult:
+    def run(self, recipe: str, spec: RunSpec, until: str | None = None) -> RunResult:
         """Run every stage of ``spec`` (or up to and including ``until``)."""
-        budget, seed, student = int(spec["budget"]), int(spec.get("seed", 0)), spec["student"]
+        budget, seed, student = spec.budget, spec.seed, spec.student
         partial = RunResult(recipe=recipe, budget=budget, student=student, results=[])
         if until == "source":
-            source = self.instantiate("source", spec["source"], "source")
+            source = self.instantiate("source", spec.source, "source")
             partial.stages["source"] = self.stage("source", source, {}, lambda ctx: self._load(source, ctx)).key
             return partial
         source, pool = self.pool(spec)
@@ -396,7 +392,7 @@ class Pipeline:
         partial.stages["annotate"] = ann_keys
         if until == "annotate":
             return partial
-        selector = self.instantiate("selector", spec["selector"], "selector")
+        selector = self.instantiate("selector", spec.selector, "selector")
 
         def select(ctx):
             sel = conform(selector.select(table, budget, seed, ctx), SELECTION, f"selector {selector.name}")
@@ -420,7 +416,7 @@ class Pipeline:
             raise SpecError(f"{recipe}: selector {selector.name} kept no trace, so there is nothing to train on "
                             f"({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})")
 
-        trainer = self.instantiate("trainer", spec["trainer"], "trainer")
+        trainer = self.instantiate("trainer", spec.trainer, "trainer")
 
         def train(ctx):
             examples = build_examples(table, chosen.table())
@@ -446,17 +442,17 @@ class Pipeline:
                               **trained.manifest.get("stats", {}).get("provenance", {})}
         return partial
 
-    def baseline(self, spec: dict) -> RunResult:
+    def baseline(self, spec: RunSpec) -> RunResult:
         """The untrained student on the same benchmarks: the reference row."""
-        student = spec["student"]
+        student = spec.student
         results, evals, per_question = self.evaluate(spec, self.models.resolve(student), f"base:{student}", None)
         return RunResult(recipe="(base student)", budget=0, student=student, results=results,
                          cost=self.cost(evals), stages={"evaluate": [e.key for e in evals]},
                          per_question=per_question)
 
-    def evaluate(self, spec: dict, model: str, model_key: str, source) -> tuple[list[dict], list[Entry], dict]:
+    def evaluate(self, spec: RunSpec, model: str, model_key: str, source) -> tuple[list[dict], list[Entry], dict]:
         results, entries, per_question = [], [], {}
-        for i, conf in enumerate(spec.get("benchmarks", [])):
+        for i, conf in enumerate(spec.benchmarks):
             bench = self.instantiate("benchmark", conf, f"benchmarks[{i}]")
             if self._only is not None and self.key("evaluate", bench, {"model": model_key}) != self._only:
                 continue  # build_node: another benchmark's node; this one reads none of the others

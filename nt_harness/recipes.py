@@ -2,7 +2,8 @@
 in: source, teacher, student, benchmarks, budget). Both are data: dicts, TOML or YAML files.
 
 A run's spec is profile, then recipe, then command-line overrides, merged in that order. A profile file may
-name a ``base`` profile, merged under it, so it states only what it changes.
+name a ``base`` profile, merged under it, so it states only what it changes. The merged dict becomes a
+``RunSpec`` once, checked before any work; the pipeline reads only that.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 SECTIONS = ("source", "teacher", "selector", "trainer", "executor")  # one component each
 LISTS = ("annotators", "benchmarks")  # several components each
@@ -46,6 +49,58 @@ class Profile:
 
 class SpecError(ValueError):
     """A spec key or value is wrong; the message names it."""
+
+
+def whole(least: int) -> BeforeValidator:
+    """A whole number of at least ``least``, as written: pydantic's own int also takes ``true``, ``"5"`` and
+    ``2.0``, which a budget or seed never means."""
+
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"a whole number, at least {least} (got {value!r})")
+        return value
+
+    return BeforeValidator(check)
+
+
+# one component: {"name": ..., setting: value} (a bare name is {"name": name}); its own Settings checks the rest
+Conf = Annotated[dict[str, Any], BeforeValidator(lambda v: {"name": v} if isinstance(v, str) else v)]
+
+
+class RunSpec(BaseModel):
+    """One run's settings: profile, recipe and command line merged (``cli.make_spec``) and checked here, once,
+    before any work, so a bad budget is one line and not a failure after the teacher ran. Every stage reads
+    this; component sections stay dicts, which ``Pipeline.validate`` checks against each component's Settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Conf
+    teacher: Conf
+    selector: Conf
+    trainer: Conf
+    student: str
+    budget: Annotated[int, whole(1)]
+    seed: Annotated[int, whole(0)] = 0
+    annotators: list[Conf] = []
+    benchmarks: list[Conf] = []
+    executor: Conf | None = None
+    native_budget: Annotated[int, whole(1)] | None = None  # a recipe's paper size; a run uses ``budget``
+
+    @classmethod
+    def of(cls, data: dict, where: str = "") -> "RunSpec":
+        """``data`` checked, or a SpecError naming every wrong setting in one line."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = []
+            for x in e.errors():
+                setting = ".".join(map(str, x["loc"]))
+                problems.append(f"{setting}: {x['ctx']['error'] if x['type'] == 'value_error' else x['msg']}")
+            raise SpecError(f"{where}{'; '.join(problems)}") from None
+
+    @classmethod
+    def required(cls) -> list[str]:
+        return [name for name, f in cls.model_fields.items() if f.is_required()]
 
 
 def load_file(path: str | Path) -> dict:

@@ -35,6 +35,14 @@ def tiny_llama(resolve):
     return resolve("tiny-llama")
 
 
+def run_spec(**sections):
+    """A RunSpec for a test that builds only some stages: the sections it never reaches are placeholders."""
+    from nt_harness.recipes import RunSpec
+
+    return RunSpec(**{"source": "gym", "teacher": "hf", "selector": "random", "trainer": "sft", "student": "tiny-llama",
+                      "budget": 1, **sections})
+
+
 @pytest.fixture
 def ctx(tmp_path):
     """A stage context for calling one component directly (no store, no progress bars)."""

@@ -243,6 +243,7 @@ def test_openthoughts_decontaminates_against_the_runs_benchmarks_by_default(ctx)
 def test_openthoughts_select_key_follows_the_runs_benchmarks(tmp_path):
     from nt_harness.pipeline import Pipeline
     from nt_harness.progress import Progress
+    from nt_harness.recipes import RunSpec
     from nt_harness.store import Store
 
     leak = _gym_question()
@@ -258,7 +259,7 @@ def test_openthoughts_select_key_follows_the_runs_benchmarks(tmp_path):
     both = [{"name": "lmeval", "tasks": ["gym_heldout", "math500_reasoning"],
              "local_data": {"math500_reasoning": str(math)}}]
     pipe = Pipeline(plugins(), Store(tmp_path / "store"), Progress(disable=True), threads=1)
-    keys = {label: pipe.run("ot", {**base, "benchmarks": b}, until="select").stages["select"]
+    keys = {label: pipe.run("ot", RunSpec(**base, benchmarks=b), until="select").stages["select"]
             for label, b in (("gym", gym), ("both", both), ("gym again", gym))}
     assert keys["gym"] != keys["both"]  # another benchmark set selects anew
     assert keys["gym"] == keys["gym again"]  # the same one is a cache hit
@@ -484,10 +485,10 @@ def test_cli_lists_recipes_and_released_recipe_runs_to_selection(tmp_path, monke
 PAPER_PROFILE = REPO / "configs" / "paper" / "naturalthoughts.toml"
 
 
-def trainer_settings(spec: dict):
+def trainer_settings(conf: dict):
     from nt_sft.trainer import SFTTrainer
 
-    return SFTTrainer(**{k: v for k, v in spec["trainer"].items() if k != "name"}).settings
+    return SFTTrainer(**{k: v for k, v in conf.items() if k != "name"}).settings
 
 
 def test_limo_trainer_preset_states_the_papers_numbers():
@@ -506,7 +507,7 @@ def test_limo_trainer_preset_states_the_papers_numbers():
     assert t["weight_decay"] == 0.0 and t["adam_beta2"] == 0.999 and t["max_grad_norm"] == 1.0
     # GAIR-NLP/LIMO README: the system prompt of training and inference
     assert t["system_prompt"] == "Please reason step by step, and put your final answer within \\boxed{}."
-    s = trainer_settings(pm.recipes["limo:paper"].spec)
+    s = trainer_settings(t)
     assert (s.batch_size, s.grad_accum, s.num_processes) == (1, 32, 1)  # one process accumulates the 32
     for name in ("limo:paper-solvers", "limo:released"):  # the released set trains as LIMO trained it
         assert pm.recipes[name].spec["trainer"] == t, name
@@ -528,7 +529,7 @@ def test_s1k_trainer_preset_states_the_papers_numbers():
     assert t["max_length"] == 32768  # --block_size=32768 (train/sft.py: max_seq_length = block_size)
     assert t["packing"] is False  # train/sft.py sets no packing: trl's default, off
     assert t["system_prompt"] is None  # data/tokenization.py: no system turn (Qwen's template adds its default)
-    s = trainer_settings(pm.recipes["s1k:paper"].spec)
+    s = trainer_settings(t)
     assert (s.batch_size, s.grad_accum, s.num_processes) == (1, 16, 1)
     for name in ("s1k:paper-solvers", "s1k:released"):
         assert pm.recipes[name].spec["trainer"] == t, name
@@ -583,14 +584,14 @@ def test_limo_and_s1k_presets_run_under_the_paper_profile(tmp_path, name, global
     sets = [f"source.path={data}"] if name.endswith(":released") else []
     spec = make_spec(pm, pm.recipes[name], {"profile": str(PAPER_PROFILE), "set": sets}, None)
     Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1).validate(spec)  # builds every component
-    s = trainer_settings(spec)
+    s = trainer_settings(spec.trainer)
     assert s.num_processes == 8 and s.batch_size * s.grad_accum * s.num_processes == global_batch
     assert s.max_length == max_length and s.packing is False
     assert not s.packing or (s.pack_length or s.max_length) >= s.max_length  # what the trainer refuses
     assert s.weight_decay == pm.recipes[name].spec["trainer"]["weight_decay"] != 0.1  # not the profile's
     assert s.schedule == "cosine" and s.lr == pm.recipes[name].spec["trainer"]["lr"]
     if name == "s1k:paper-solvers":  # the MSC classifier asks the profile's annotator server
-        topic = next(a for a in spec["annotators"] if a["name"] == "topic")
+        topic = next(a for a in spec.annotators if a["name"] == "topic")
         assert topic["backend"]["model"] == "meta-llama/Llama-3.1-70B-Instruct"
 
 

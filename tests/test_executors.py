@@ -21,7 +21,7 @@ from nt_harness.executors import plan_study
 from nt_harness.pipeline import Pipeline
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import merge
+from nt_harness.recipes import RunSpec, merge
 from nt_harness.store import Store
 
 
@@ -68,9 +68,9 @@ def pipeline(tmp_path) -> tuple[Pipeline, Plugins]:
     return Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1), pm
 
 
-def specs(pm) -> list[tuple[str, dict, bool]]:
+def specs(pm) -> list[tuple[str, RunSpec, bool]]:
     profile = pm.profiles["study"].spec
-    return [(r, merge(profile, pm.recipes[r].spec), False) for r in ("a", "b", "c")]
+    return [(r, RunSpec.of(merge(profile, pm.recipes[r].spec)), False) for r in ("a", "b", "c")]
 
 
 def test_the_plan_lists_a_shared_stage_once_with_the_keys_the_runs_find(tmp_path):

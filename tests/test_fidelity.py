@@ -13,7 +13,7 @@ from nt_harness.cli import make_spec, resolve_profile
 from nt_harness.pipeline import Pipeline
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import Recipe, SpecError, at_budget
+from nt_harness.recipes import Recipe, RunSpec, SpecError, at_budget
 from nt_harness.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,14 +26,14 @@ def pm():
     return Plugins()
 
 
-def paper_spec(pm, recipe: str, budget: int | None = None, sets=()) -> dict:
+def paper_spec(pm, recipe: str, budget: int | None = None, sets=()) -> RunSpec:
     return make_spec(pm, pm.recipes[recipe], {"profile": PAPER, "set": list(sets)}, budget)
 
 
 def sft_settings(spec):
     from nt_sft.trainer import SFTTrainer
 
-    return SFTTrainer(**{k: v for k, v in spec["trainer"].items() if k != "name"}).settings
+    return SFTTrainer(**{k: v for k, v in spec.trainer.items() if k != "name"}).settings
 
 
 def test_the_paper_profile_trains_as_section_4_says(pm):
@@ -49,17 +49,17 @@ def test_the_paper_profile_trains_as_section_4_says(pm):
 
 def test_the_paper_profiles_teacher_judge_and_system1_are_the_papers(pm):
     spec = paper_spec(pm, "naturalthoughts")
-    teacher = spec["teacher"]
+    teacher = spec.teacher
     assert teacher["model"] == "deepseek-ai/DeepSeek-R1"  # §3.1: DeepSeek-R1, named by its dated weights
     assert (teacher["temperature"], teacher["top_p"]) == (0.6, 0.95)  # the DeepSeek-R1 model card
-    annotators = {a["name"]: a for a in spec["annotators"]}
+    annotators = {a["name"]: a for a in spec.annotators}
     assert annotators["judge"]["backend"]["model"] == "meta-llama/Llama-3.1-8B-Instruct"  # §4.2: the judge
     assert annotators["judge"]["use_verifier"] is False  # §4.2: the judge decides every pair
     from nt_hf.system1 import System1Annotator
 
     assert annotators["system1"].get("recorded", True)  # §4.2: NaturalReasoning's recorded Llama-3.3-70B answer
     assert System1Annotator().settings.recorded
-    assert spec["selector"] == {"name": "disagree"}  # the judge's verdict, no correctness filter (§3.2)
+    assert spec.selector == {"name": "disagree"}  # the judge's verdict, no correctness filter (§3.2)
     from nt_basic.selectors import DisagreeSelector
 
     assert DisagreeSelector().settings.by == "judge" and DisagreeSelector().settings.require_correct is False
@@ -96,6 +96,6 @@ def test_a_budget_takes_the_entry_of_the_largest_budget_not_above_it():
 
 def test_a_recipes_own_settings_and_the_command_line_beat_the_profiles_budget_entry(pm):
     own = Recipe("fixed", "", {**pm.recipes["naturalthoughts"].spec, "trainer": {"name": "sft", "epochs": 15}})
-    assert make_spec(pm, own, {"profile": PAPER}, 1000)["trainer"]["epochs"] == 15
-    assert paper_spec(pm, "naturalthoughts", 1000, ["trainer.epochs=2"])["trainer"]["epochs"] == 2
-    assert paper_spec(pm, "naturalthoughts", None, ["budget=1000"])["trainer"]["epochs"] == 10
+    assert make_spec(pm, own, {"profile": PAPER}, 1000).trainer["epochs"] == 15
+    assert paper_spec(pm, "naturalthoughts", 1000, ["trainer.epochs=2"]).trainer["epochs"] == 2
+    assert paper_spec(pm, "naturalthoughts", None, ["budget=1000"]).trainer["epochs"] == 10

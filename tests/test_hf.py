@@ -21,6 +21,7 @@ from nt_harness.store import Store
 from nt_hf.generation import ChatModel, Sampling
 from nt_hf.system1 import System1Annotator
 from nt_hf.teacher import HFTeacher, split_trace
+from conftest import run_spec
 
 QUESTION_TEXTS = ["What is 2 + 3?", "Name a primary colour.", "Is 17 prime? Answer yes or no, please, briefly."]
 
@@ -251,8 +252,8 @@ def test_system1_broadcasts_one_answer_per_question_in_pool_order(teacher, tiny,
 def test_teacher_and_system1_run_as_pipeline_stages(tiny, tmp_path):
     plugins = Plugins(load_entrypoints=False, extra=[nt_hf, ExactMatchPlugin])
     pipeline = Pipeline(plugins, Store(tmp_path), Progress(disable=True), threads=1)
-    spec = {"source": "exact-match-test", "teacher": {"name": "hf", "model": tiny, "n": 2, "max_new_tokens": 4},
-            "annotators": [{"name": "system1", "model": tiny, "max_new_tokens": 3}]}
+    spec = run_spec(source="exact-match-test", teacher={"name": "hf", "model": tiny, "n": 2, "max_new_tokens": 4},
+                    annotators=[{"name": "system1", "model": tiny, "max_new_tokens": 3}])
     source, pool = pipeline.pool(spec)
     assert pool.table().num_rows == 6
     assert pool.manifest["stats"]["completion_tokens"] == 24 and pool.manifest["stats"]["batches"] == 1

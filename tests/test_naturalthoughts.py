@@ -20,7 +20,8 @@ from nt_harness.pipeline import Pipeline, build_examples
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, SELECTION, TRACES
-from nt_harness.recipes import SpecError, merge
+from nt_harness.cli import make_spec
+from nt_harness.recipes import RunSpec, SpecError
 from nt_harness.store import Store
 from nt_naturalthoughts.annotators import EmbedAnnotator
 from nt_naturalthoughts.selectors import (
@@ -353,14 +354,14 @@ def test_the_train_stage_key_follows_the_mix_through_the_selection(tmp_path):
             "trainer": {"name": "counting"}, "student": "no-such/model", "budget": 4, "seed": 0}
     keys = {}
     for label, p in [("none", None), ("p0", 0.0), ("p1", 1.0)]:
-        spec = dict(base, selector={"name": "mix", "mode": "random", "p": p}) if p is not None else base
+        spec = RunSpec(**dict(base, selector={"name": "mix", "mode": "random", "p": p}) if p is not None else base)
         pipe.validate(spec)
         keys[label] = pipe.run("t", spec, until="train").stages["train"]
     assert len(set(keys.values())) == 3
     modes = Store(tmp_path).get("train", "counting", keys["p0"]).table("examples").column("mode").to_pylist()
     assert modes == ["system1"] * 4
     with pytest.raises(SpecError, match="needs column.*models_agree"):
-        pipe.validate(dict(base, selector={"name": "mix", "mode": "difficulty"}))
+        pipe.validate(RunSpec(**dict(base, selector={"name": "mix", "mode": "difficulty"})))
 
 
 # recipes ---------------------------------------------------------------------------------------------------
@@ -371,10 +372,9 @@ def test_recipes_are_registered_and_their_selectors_find_their_columns(tmp_path)
              "naturalthoughts:mix-difficulty"}
     assert names <= set(pm.recipes)
     assert all(pm.recipes[n].description for n in names)
-    profile = pm.profiles["embedded"].spec
     pipe = Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1)
     for n in names:
-        pipe.validate(merge(profile, pm.recipes[n].spec))
+        pipe.validate(make_spec(pm, pm.recipes[n], {"profile": "embedded"}, None))
 
 
 def test_cli_names_a_bad_mixing_probability(tmp_path):

@@ -41,6 +41,7 @@ from nt_harness.store import Store  # noqa: E402
 from nt_openai.client import Choice, Reply, Servers  # noqa: E402
 from nt_openai.llamacpp import serve  # noqa: E402
 from nt_openai.teacher import OpenAITeacher, read_choice, reported_reasoning, split_tokens  # noqa: E402
+from conftest import run_spec  # noqa: E402
 
 SUMS = [(2, 3), (7, 5), (11, 4), (9, 9), (6, 8), (13, 21), (4, 40), (15, 27)]
 THINK = "Think step by step inside <think></think> tags, then answer."
@@ -283,10 +284,10 @@ def test_reasoning_tokens_from_the_servers_usage():
 def test_generation_through_the_pipeline(server_url, tmp_path):
     plugins = Plugins(load_entrypoints=False, extra=[nt_openai, SumsPlugin])
     pipeline = Pipeline(plugins, Store(tmp_path), Progress(disable=True), threads=1)
-    spec = {"source": "sums-test",
-            "teacher": {"name": "openai", "base_url": server_url, "model": "smollm2", "api_key_env": "", "n": 2,
-                        "max_tokens": 16, "temperature": 0.0, "system_prompt": THINK, "concurrency": 4,
-                        "price_per_m_input": 0.55, "price_per_m_output": 2.19}}
+    spec = run_spec(source="sums-test",
+                    teacher={"name": "openai", "base_url": server_url, "model": "smollm2", "api_key_env": "", "n": 2,
+                             "max_tokens": 16, "temperature": 0.0, "system_prompt": THINK, "concurrency": 4,
+                             "price_per_m_input": 0.55, "price_per_m_output": 2.19})
     _, pool = pipeline.pool(spec)
     table = conform(pool.table(), TRACES, "openai")
     assert table.num_rows == 16
@@ -413,14 +414,14 @@ def test_api_key_is_sent_but_never_written(proxy_factory, tmp_path, monkeypatch)
     pipeline = Pipeline(plugins, Store(tmp_path / "work"), Progress(disable=True), threads=1)
     conf = {"name": "openai", "base_url": proxy.url, "model": "smollm2", "api_key_env": "NT_TEST_TEACHER_KEY",
             "max_tokens": 8, "temperature": 0.0, "backoff_s": 0.01, "price_per_m_output": 1.0}
-    _, pool = pipeline.pool({"source": "sums-test", "teacher": conf})
+    _, pool = pipeline.pool(run_spec(source="sums-test", teacher=conf))
     assert pool.table().num_rows == 8
     assert {e["auth"] for e in proxy.log} == {f"Bearer {secret}"}  # the key was used...
 
     # ...also when the server refuses it: the run stops (no request can succeed) and says so without the key
     refusing = proxy_factory(fail_if=lambda body: "401")
     with pytest.raises(UserError, match="HTTP 401: wrong or missing API key") as refused:
-        pipeline.pool({"source": "sums-test", "teacher": {**conf, "base_url": refusing.url}})
+        pipeline.pool(run_spec(source="sums-test", teacher={**conf, "base_url": refusing.url}))
     assert secret not in str(refused.value) and secret not in repr(refused.value)
 
     written = [p for p in (tmp_path / "work").rglob("*") if p.is_file()]

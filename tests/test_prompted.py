@@ -11,7 +11,8 @@ from nt_harness.components import Context
 from nt_harness.pipeline import Pipeline
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.recipes import SpecError, merge
+from nt_harness.cli import make_spec
+from nt_harness.recipes import Recipe, SpecError
 from nt_harness.store import Store
 from nt_basic.selectors import DisagreeSelector
 from nt_naturalthoughts.prompted import (
@@ -149,21 +150,21 @@ def test_disagree_by_judge_keeps_what_the_judge_found_different(ctx):
 def test_pipeline_checks_annotator_order_and_backend_settings_before_any_work(tmp_path):
     pm = Plugins()
     pipe = Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1)
-    profile = pm.profiles["embedded"].spec
+    embedded = lambda recipe: make_spec(pm, recipe, {"profile": "embedded"}, None)  # noqa: E731
     for name in ("naturalthoughts:strategy", "naturalthoughts:verbosity-high", "naturalthoughts:topic",
                  "naturalthoughts", "naturalthoughts:disagree-verified", "naturalthoughts:mix-difficulty"):
-        pipe.validate(merge(profile, pm.recipes[name].spec))
-    judge_first = merge(profile, {"annotators": [{"name": "judge"}, {"name": "verify"}, {"name": "system1"}],
-                                  "selector": {"name": "disagree", "by": "judge"}})
+        pipe.validate(embedded(pm.recipes[name]))
+    judge_first = embedded(Recipe("t", "", {"annotators": [{"name": "judge"}, {"name": "verify"}, {"name": "system1"}],
+                                            "selector": {"name": "disagree", "by": "judge"}}))
     with pytest.raises(SpecError, match=r"annotators\[0\] 'judge' needs column\(s\) system1_answer, correct"):
         pipe.validate(judge_first)
-    typo = merge(profile, {"annotators": [{"name": "verbosity", "backend": {"name": "hf", "modle": "x"}}],
-                           "selector": {"name": "verbosity"}})
+    typo = embedded(Recipe("t", "", {"annotators": [{"name": "verbosity", "backend": {"name": "hf", "modle": "x"}}],
+                                     "selector": {"name": "verbosity"}}))
     with pytest.raises(SpecError, match=r"annotators\[0\]\.backend: unknown key modle"):
         pipe.validate(typo)
     with pytest.raises(SpecError, match="unknown prompt version 'v9'"):
-        pipe.validate(merge(profile, {"annotators": [{"name": "verbosity", "prompt": "v9"}],
-                                      "selector": {"name": "verbosity"}}))
+        pipe.validate(embedded(Recipe("t", "", {"annotators": [{"name": "verbosity", "prompt": "v9"}],
+                                                "selector": {"name": "verbosity"}})))
 
 
 def test_an_annotator_sees_only_the_pool_and_the_columns_it_declares(tmp_path):
@@ -190,7 +191,8 @@ def test_an_annotator_sees_only_the_pool_and_the_columns_it_declares(tmp_path):
     pipe = Pipeline(Plugins(extra=[Plugin]), Store(tmp_path), Progress(disable=True), threads=1)
     pool = traces(3)
     entry = pipe.stage("teacher", HFTeacher(), {}, lambda ctx: write_table(pool, ctx.out) and None)
-    spec = {"annotators": [{"name": "length"}, {"name": "probe"}]}
+    spec = make_spec(pipe.plugins, Recipe("t", "", {"annotators": [{"name": "length"}, {"name": "probe"}],
+                                                    "selector": {"name": "random"}}), {"profile": "embedded"}, None)
     table, entries = pipe.annotated(spec, None, entry)
     assert seen["columns"] == pool.column_names + ["answer_tokens"]  # not thinking_tokens
     assert entries[1].manifest["inputs"] == {"pool": entry.key, "columns": {"answer_tokens": entries[0].key}}
@@ -208,12 +210,12 @@ def test_the_paper_scale_profile_validates_and_points_every_annotator_at_its_ser
                  "naturalthoughts:cluster", "limo"):
         spec = make_spec(pm, pm.recipes[name], {"profile": path}, None)
         pipe.validate(spec)
-        assert "defaults" not in spec and spec["teacher"]["model"] == "deepseek-ai/DeepSeek-R1"
-        for ann in spec.get("annotators", []):
+        assert spec.teacher["model"] == "deepseek-ai/DeepSeek-R1"  # (a RunSpec has no `defaults`: they were applied)
+        for ann in spec.annotators:
             if ann["name"] in ("topic", "strategies", "verbosity"):
                 assert ann["backend"]["model"] == "meta-llama/Llama-3.1-70B-Instruct"
             if ann["name"] == "judge":
                 assert ann["backend"]["model"] == "meta-llama/Llama-3.1-8B-Instruct"
     spec = make_spec(pm, pm.recipes["naturalthoughts:strategy"], {"profile": path, "set": [
         "annotators.strategies.backend={name='hf', model='smollm2'}"]}, None)
-    assert spec["annotators"][1]["backend"] == {"name": "hf", "model": "smollm2"}  # a recipe's own value wins
+    assert spec.annotators[1]["backend"] == {"name": "hf", "model": "smollm2"}  # a recipe's own value wins
