@@ -11,6 +11,9 @@ Inference modes: a task named ``<task>@<mode>`` (e.g. ``gym_heldout@no-think``) 
 another mode; the plain name is the task's own prompt ("think"). Each is its own column group; the
 average is over the plain tasks, and a table and plot of accuracy against generated tokens per mode
 show the efficiency trade-off (NaturalThoughts, arXiv 2507.01921, Table 4).
+
+Every number comes from the typed contracts in ``nt_harness.records`` (``ResultRow``, ``Provenance``; the
+cost from ``StageStats`` through ``Pipeline.cost``), never from a name only some plugin writes.
 """
 
 from __future__ import annotations
@@ -26,76 +29,71 @@ from pytablewriter import MarkdownTableWriter
 from rich.table import Table
 
 from nt_harness.pipeline import RunResult
-from nt_harness.records import NO_FILTER, metric_key
+from nt_harness.records import (HEADLINE_METRIC, NO_ANSWER, NO_FILTER, THINK, Provenance, ResultRow, completed,
+                                metric_key, split_mode)
 
 BASE = "(base student)"
-NO_ANSWER = "no_answer"
-MODE_SEPARATOR = "@"
 NO_VALUE = "—"  # a cost this row does not have (e.g. GPU-hours of a CPU run)
 
 
-def split_mode(task: str) -> tuple[str, str]:
-    """``gym_heldout@no-think`` -> (gym_heldout, no-think); a plain name is the task's own mode, think."""
-    base, _, mode = task.partition(MODE_SEPARATOR)
-    return base, mode or "think"
+def rows_of(run: RunResult) -> list[ResultRow]:
+    return completed(run.results, run.per_question)
 
 
 def _num(x, digits=4) -> str:
     return "N/A" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def primary_metric(rows: list[dict]) -> tuple[str, str]:
-    """(metric, filter): the one the task declares its headline, else exact_match, else its first
+def primary_metric(rows: list[ResultRow]) -> tuple[str, str]:
+    """(metric, filter): the one the task declares its headline, else HEADLINE_METRIC, else its first
     higher-is-better metric."""
-    declared = next((r for r in rows if r.get("headline")), None)
+    declared = next((r for r in rows if r.headline), None)
     if declared is None:
-        declared = next((r for r in rows if r["metric"] == "exact_match"), None)
+        declared = next((r for r in rows if r.metric == HEADLINE_METRIC), None)
     if declared is None:
-        declared = next((r for r in rows if r.get("higher_is_better", True) and r["metric"] != NO_ANSWER), rows[0])
-    return declared["metric"], declared.get("filter") or NO_FILTER
+        declared = next((r for r in rows if r.higher_is_better and r.metric != NO_ANSWER), rows[0])
+    return declared.metric, declared.filter
 
 
-def tasks_of(runs: list[RunResult]) -> dict[str, tuple[str, str]]:
+def tasks_of(typed: list[list[ResultRow]]) -> dict[str, tuple[str, str]]:
     """task -> its primary (metric, filter), in first-seen order."""
-    out: dict[str, list[dict]] = {}
-    for run in runs:
-        for r in run.results:
-            out.setdefault(r["task"], []).append(r)
+    out: dict[str, list[ResultRow]] = {}
+    for rows in typed:
+        for r in rows:
+            out.setdefault(r.task, []).append(r)
     return {task: primary_metric(rows) for task, rows in out.items()}
 
 
 def headline_notes(runs: list[RunResult]) -> dict[str, str]:
     """task -> what its headline number is, in the task's own words (when it declares one)."""
-    return {r["task"]: r["headline"] for run in runs for r in run.results if r.get("headline")}
+    return {r.task: r.headline for run in runs for r in rows_of(run) if r.headline}
 
 
 def summarize(runs: list[RunResult]) -> list[dict]:
     """The numbers behind the summary table and the plots, one dict per run."""
     from nt_harness.stats import mean_ci, paired_test  # scipy: loaded when a leaderboard is made
 
-    tasks = tasks_of(runs)
+    typed = [rows_of(run) for run in runs]
+    tasks = tasks_of(typed)
     reference = {}
     for run in runs:
         if run.recipe != BASE:
             reference.setdefault(run.budget, run)  # first recipe at each budget
     base = next((run for run in runs if run.recipe == BASE), None)
     out = []
-    for run in runs:
+    for run, rows in zip(runs, typed):
         ref = reference.get(run.budget)
-        row = {"recipe": run.recipe, "budget": run.budget, "student": run.student, "tasks": {},
-               "cost": run.cost, "reference": ref.recipe if ref is not None and ref is not run else None}
+        row = {"recipe": run.recipe, "budget": run.budget, "student": run.student, "tasks": {}, "cost": run.cost,
+               "reference": ref.recipe if ref is not None and ref is not run else None}
         for task, (metric, filter_) in tasks.items():
-            found = {(r["metric"], r.get("filter") or NO_FILTER): r for r in run.results if r["task"] == task}
-            if (metric, filter_) not in found:
+            found = {(r.metric, r.filter): r for r in rows if r.task == task}.get((metric, filter_))
+            if found is None:
                 continue
             key = metric_key(metric, filter_)
             values = run.per_question.get(task, {}).get(key, {})
-            cell = {"metric": metric, "filter": filter_, "value": found[metric, filter_]["value"],
-                    "stderr": found[metric, filter_].get("stderr"), "n": found[metric, filter_].get("n"),
-                    "ci": mean_ci(list(values.values())),
-                    "no_answer": found.get((NO_ANSWER, filter_), {}).get("value")}
-            tokens = run.per_question.get(task, {}).get(metric_key("response_tokens", filter_))
-            cell["gen_tokens"] = sum(tokens.values()) / len(tokens) if tokens else None
+            cell = {"metric": metric, "filter": filter_, "value": found.value, "stderr": found.stderr, "n": found.n,
+                    "ci": mean_ci(list(values.values())), "no_answer": found.no_answer,
+                    "gen_tokens": found.gen_tokens}
             cell["base"], cell["mode"] = split_mode(task)
             for name, other in (("paired", ref if row["reference"] else None),
                                 ("vs_base", base if base is not None and run is not base else None)):
@@ -103,7 +101,7 @@ def summarize(runs: list[RunResult]) -> list[dict]:
                 cell[name] = paired_test(other_values, values) if values and other_values else None
             row["tasks"][task] = cell
         # the average is over each task's own mode; other modes are variants of the same questions
-        plain = [c["value"] for t, c in row["tasks"].items() if MODE_SEPARATOR not in t]
+        plain = [c["value"] for c in row["tasks"].values() if c["mode"] == THINK]
         scores = plain or [c["value"] for c in row["tasks"].values()]
         row["average"] = sum(scores) / len(scores) if scores else None
         out.append(row)
@@ -177,11 +175,11 @@ MODE_HEADERS = ["Recipe", "Budget", "Task", "Mode", "Metric", "Value ± Stderr",
 def mode_rows(summary: list[dict]) -> list[list[str]]:
     """Accuracy and mean generated tokens per inference mode, for each task run in more than one mode
     (System-2 accuracy against System-1 cost: NaturalThoughts, Table 4); empty when none was."""
-    moded = {c["base"] for row in summary for t, c in row["tasks"].items() if MODE_SEPARATOR in t}
+    moded = {c["base"] for row in summary for c in row["tasks"].values() if c["mode"] != THINK}
     out = []
     for row in summary:
         cells = sorted(((c["base"], c["mode"], c) for c in row["tasks"].values() if c["base"] in moded),
-                       key=lambda x: (x[0], x[1] != "think", x[1]))
+                       key=lambda x: (x[0], x[1] != THINK, x[1]))
         for base, mode, c in cells:
             out.append([row["recipe"], str(row["budget"]), base, mode, metric_label(c),
                         f"{_num(c['value'])} ± {_num(c['stderr'])}",
@@ -196,10 +194,9 @@ DETAIL_HEADERS = ["Recipe", "Budget", "Tasks", "Filter", "Metric", "", "Value", 
 def detail_rows(runs: list[RunResult]) -> list[list[str]]:
     out = []
     for run in runs:
-        for r in sorted(run.results, key=lambda r: (r["task"], r["metric"], r.get("filter") or "")):
-            out.append([run.recipe, str(run.budget), r["task"], r.get("filter", ""), r["metric"],
-                        "↑" if r.get("higher_is_better", True) else "↓", _num(r["value"]), "±",
-                        _num(r.get("stderr")), str(r.get("n", ""))])
+        for r in sorted(rows_of(run), key=lambda r: (r.task, r.metric, r.filter)):
+            out.append([run.recipe, str(run.budget), r.task, r.filter, r.metric, "↑" if r.higher_is_better else "↓",
+                        _num(r.value), "±", _num(r.stderr), "" if r.n is None else str(r.n)])
     return out
 
 
@@ -233,7 +230,7 @@ def markdown(runs: list[RunResult], meta: dict, figures: list[str]) -> str:
         ["Recipe", "Budget", "pool", "trace set", "System-2 share", "checkpoint", "chat template"],
         [[r.recipe, str(r.budget), r.provenance.get("pool_summary", ""), r.provenance.get("selection", "")[:12],
           _share(r.provenance.get("system2_share")), r.provenance.get("checkpoint", "")[:12],
-          r.provenance.get("chat_template_sha", "")[:12]] for r in runs])]
+          Provenance.model_validate(r.provenance).chat_template_sha[:12]] for r in runs])]
     if meta.get("versions"):
         parts.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())) + "\n")
     return "\n".join(parts)

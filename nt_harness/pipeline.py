@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from nt_harness.components import Component, Context
 from nt_harness.models import ModelResolver
 from nt_harness.plugins import Plugins
 from nt_harness.progress import Progress
-from nt_harness.records import EXAMPLES, QUESTIONS, SELECTION, TRACES, conform, metric_key
+from nt_harness.records import (EXAMPLES, QUESTIONS, SAMPLES, SELECTION, TRACES, StageStats, conform,
+                                metric_key, result_rows, stage_stats)
 from nt_harness.recipes import RunSpec, SpecError
 from nt_harness.store import Entry, Store, write_table
 
@@ -57,7 +59,8 @@ class _Reached(Exception):
 
 @dataclass
 class RunResult:
-    """What the leaderboard needs from one (recipe, budget, student) run."""
+    """What the leaderboard needs from one (recipe, budget, student) run: ``results`` are its benchmarks' rows as
+    stored (``records.ResultRow``'s fields)."""
 
     recipe: str
     budget: int | None
@@ -104,6 +107,10 @@ def per_question_values(samples: pa.Table) -> dict:
         out.setdefault(task, {}).update(
             {metric_key(m, filter_): dict(zip(qids, rows.column(m).to_pylist())) for m in numeric})
     return out
+
+
+def stats_of(entry: Entry) -> StageStats:
+    return StageStats.model_validate(entry.manifest.get("stats", {}))
 
 
 def check_requires(i: int, ann: Component, written) -> None:
@@ -200,6 +207,7 @@ class Pipeline:
             )
             stats = run(ctx) or {}
             manifest["stats"] = {**ctx.stats, **stats}
+            stage_stats(manifest["stats"], f"{stage} {comp.name}")  # what the leaderboard reads: named if wrong
         self.progress.log(f"[green]✓[/] {stage} {comp.name} ({key[:8]})")
         return self.store.get(stage, comp.name, key)
 
@@ -434,12 +442,13 @@ class Pipeline:
         partial.stages["evaluate"] = [e.key for e in evals]
         partial.results = results
         partial.cost = self.cost([pool, *ann_entries, chosen, trained, *evals])
+        trained_stats = stats_of(trained)
         # an annotator's one-line `summary` stat (e.g. verify: the share of fully correct traces) describes the pool
-        summaries = [e.manifest.get("stats", {}).get("summary") for e in ann_entries]
+        summaries = [stats_of(e).summary for e in ann_entries]
         partial.provenance = {"pool": pool.key, "selection": chosen.key, "checkpoint": trained.key,
                               "pool_summary": "; ".join(s for s in summaries if s),
                               "system2_share": trained.manifest.get("stats", {}).get("system2_share"),
-                              **trained.manifest.get("stats", {}).get("provenance", {})}
+                              **trained_stats.provenance.model_dump(exclude_unset=True)}
         return partial
 
     def baseline(self, spec: RunSpec) -> RunResult:
@@ -458,7 +467,9 @@ class Pipeline:
                 continue  # build_node: another benchmark's node; this one reads none of the others
 
             def evaluate(ctx, bench=bench):
-                rows = bench.evaluate(model, ctx)
+                rows = result_rows(bench.evaluate(model, ctx), f"benchmark {bench.name}")
+                if (ctx.out / "samples.parquet").exists():
+                    conform(pq.read_table(ctx.out / "samples.parquet"), SAMPLES, f"benchmark {bench.name} samples")
                 (ctx.out / "results.json").write_text(json.dumps(rows, indent=2))
                 return {"rows": len(rows)}
 
@@ -473,22 +484,21 @@ class Pipeline:
     def cost(entries: list[Entry]) -> dict:
         """Compute time is the sum of the stages' own wall times, whether or not they ran now.
 
-        GPU-hours: wall time x GPUs of each stage whose manifest stats say it ran on GPUs (``device``
-        "cuda" and ``gpus``; the sft trainer and the lmeval benchmark write them); absent on CPU-only runs.
+        GPU-hours: wall time x GPUs of each stage whose stats say it ran on GPUs (``records.StageStats``:
+        ``device`` "cuda" and ``gpus``); absent on CPU-only runs.
         """
         out = {"wall_s": 0.0, "teacher_tokens": 0, "train_tokens": 0}
         for e in entries:
-            m = e.manifest
-            out["wall_s"] += m.get("wall_s", 0.0)
-            stats = m.get("stats", {})
-            if stats.get("device") == "cuda" and stats.get("gpus"):
-                out["gpu_hours"] = out.get("gpu_hours", 0.0) + m.get("wall_s", 0.0) * stats["gpus"] / 3600
+            wall, stats = e.manifest.get("wall_s", 0.0), stats_of(e)
+            out["wall_s"] += wall
+            if stats.device == "cuda" and stats.gpus:
+                out["gpu_hours"] = out.get("gpu_hours", 0.0) + wall * stats.gpus / 3600
             if e.stage == "teacher":
-                out["teacher_tokens"] += stats.get("completion_tokens", 0) + stats.get("prompt_tokens", 0)
+                out["teacher_tokens"] += stats.completion_tokens + stats.prompt_tokens
             if e.stage == "train":
-                out["train_tokens"] += stats.get("train_tokens", 0)
-            if "cost_usd" in stats:
-                out["cost_usd"] = round(out.get("cost_usd", 0.0) + stats["cost_usd"], 4)
+                out["train_tokens"] += stats.train_tokens
+            if stats.cost_usd is not None:
+                out["cost_usd"] = round(out.get("cost_usd", 0.0) + stats.cost_usd, 4)
         out["wall_s"] = round(out["wall_s"], 1)
         if "gpu_hours" in out:
             out["gpu_hours"] = round(out["gpu_hours"], 4)

@@ -1,8 +1,13 @@
 """A model-free study for the executor tests, installed as a plugin (entry point ``study``) so that worker
 processes find it. Every stage that builds appends ``<stage> start|done <key>`` to ``<workdir>/builds.log``,
 so a test counts builds. ``NT_STUDY_HANG=<file>``: while that file exists, the trainer writes its pid to
-``<file>.pid`` and sleeps, to be killed mid-stage."""
+``<file>.pid`` and sleeps, to be killed mid-stage.
 
+It is also a third party that knows only ``nt_harness.records``' types: its teacher, trainer and ``quiz``
+benchmark report cost, provenance and results through them (StageStats, Provenance, ResultRow, SAMPLES), never
+through the names the first-party plugins write."""
+
+import hashlib
 import json
 import os
 import time
@@ -13,7 +18,7 @@ import pyarrow.parquet as pq
 
 import nt_harness
 from nt_harness.components import Benchmark, Settings, Selector, Source, Teacher, Trainer
-from nt_harness.records import QUESTIONS, SELECTION, TRACES
+from nt_harness.records import QUESTIONS, SAMPLES, SELECTION, TRACES, Provenance, ResultRow, StageStats
 from nt_harness.recipes import Profile, Recipe
 
 N = 6
@@ -50,6 +55,8 @@ class Echo(Teacher):
                  "answer": f"<answer>{q['reference']}</answer>", "complete": True, "finish_reason": "stop",
                  "prompt_tokens": 1, "completion_tokens": i + 1} for i, q in enumerate(questions.to_pylist())]
         note(ctx, "teacher", "done")
+        cost = StageStats(cost_usd=0.001 * sum(r["completion_tokens"] for r in rows))
+        ctx.stats.update(cost.model_dump(exclude_unset=True))
         return pa.Table.from_pylist(rows, schema=TRACES)
 
 
@@ -70,14 +77,17 @@ class EveryOther(Selector):
 
 
 class Memorize(Trainer):
-    """A "model" that is the list of answers it was trained on."""
+    """A "model" that is the list of answers it was trained on, but the first ``drop`` (as a trainer drops
+    examples too long to train on); ``gpus`` > 0: it says it ran on that many CUDA GPUs."""
 
     name = "memorize"
 
     class Settings(Settings):
         delay: float = 0.0
+        drop: int = 0
+        gpus: int = 0
 
-    execution = ("delay",)
+    execution = ("delay", "gpus")
 
     def train(self, examples, student, ctx):
         note(ctx, "train", "start")
@@ -86,10 +96,14 @@ class Memorize(Trainer):
             Path(f"{hang}.pid").write_text(str(os.getpid()))
             time.sleep(120)
         time.sleep(self.settings.delay)
+        answers = examples.column("answer").to_pylist()[self.settings.drop:]
         (ctx.out / "model").mkdir()
-        (ctx.out / "model" / "answers.json").write_text(json.dumps(examples.column("answer").to_pylist()))
+        (ctx.out / "model" / "answers.json").write_text(json.dumps(answers))
         note(ctx, "train", "done")
-        return {"train_tokens": examples.num_rows}
+        gpu = {"device": "cuda", "gpus": self.settings.gpus} if self.settings.gpus else {}
+        return StageStats(train_tokens=len(answers), **gpu,
+                          provenance=Provenance(chat_template_sha=hashlib.sha256(b"memorize").hexdigest())
+                          ).model_dump(exclude_unset=True)
 
 
 class Recall(Benchmark):
@@ -106,6 +120,30 @@ class Recall(Benchmark):
                                              for i, s in enumerate(scores)]), ctx.out / "samples.parquet")
         return [{"benchmark": "recall", "task": "recall", "metric": "exact_match", "filter": "none",
                  "value": sum(scores) / N, "stderr": 0.0, "n": N, "higher_is_better": True}]
+
+
+class Quiz(Benchmark):
+    """Recall's questions asked as a third-party benchmark would: in two inference modes (the plain task and
+    ``quiz@no-think``), every ResultRow field filled (no-answer share, mean generated tokens), per-question
+    ``correct`` scores in SAMPLES, and its GPU in its stats."""
+
+    name = "quiz"
+
+    def evaluate(self, model, ctx):
+        path = Path(model) / "answers.json"
+        known = set(json.loads(path.read_text())) if path.exists() else set()
+        rows, samples = [], []
+        for task, tokens in (("quiz", 40.0), ("quiz@no-think", 4.0)):
+            scores = [float(f"<answer>{i + 1}</answer>" in known and (task == "quiz" or i % 2 == 0)) for i in range(N)]
+            samples += [{"task": task, "question_id": f"q{i}", "correct": s} for i, s in enumerate(scores)]
+            mean = sum(scores) / N
+            rows.append(ResultRow(benchmark="quiz", task=task, metric="correct", value=mean, stderr=0.1, n=N,
+                                  headline="a known answer, word for word" if task == "quiz" else None,
+                                  no_answer=1 - mean, gen_tokens=tokens if known else 2 * tokens))
+        pq.write_table(pa.Table.from_pylist(samples, schema=SAMPLES.append(pa.field("correct", pa.float64()))),
+                       ctx.out / "samples.parquet")
+        ctx.stats.update(StageStats(device="cuda", gpus=1).model_dump(exclude_unset=True))
+        return rows
 
 
 
@@ -142,6 +180,7 @@ def register_trainers(register):
 @nt_harness.hookimpl
 def register_benchmarks(register):
     register(Recall)
+    register(Quiz)
 
 
 @nt_harness.hookimpl

@@ -1,5 +1,6 @@
 """Leaderboard numbers and files from hand-made runs: intervals, paired tests, plots, re-rendering."""
 
+import hashlib
 import json
 
 import pytest
@@ -205,3 +206,52 @@ def test_a_published_command_line_holds_no_path_of_this_machine(tmp_path, monkey
             "--set", "trainer.lr=1e-5"]
     assert published_args(argv) == ["compare", "a", "b", "--profile", "configs/p.toml", "--set",
                                     'benchmarks.lmeval.local_data={m="math500.jsonl"}', "--set", "trainer.lr=1e-5"]
+
+
+def test_a_third_party_benchmark_and_trainer_that_follow_the_types_fill_every_column(tmp_path):
+    """tests/study_plugin.py knows only nt_harness.records: its `quiz` benchmark returns ResultRows (no-answer
+    share, generated tokens, a second mode) and SAMPLES, its trainer and teacher StageStats (GPUs, examples,
+    chat template, $), none of the names lm-eval or nt_sft write, and every column of the leaderboard is filled."""
+    import study_plugin
+    from nt_harness.pipeline import Pipeline
+    from nt_harness.plugins import Plugins
+    from nt_harness.progress import Progress
+    from nt_harness.recipes import RunSpec, merge
+    from nt_harness.store import Store
+
+    pm = Plugins(load_entrypoints=False, extra=[study_plugin])
+    pipe = Pipeline(pm, Store(tmp_path / "w"), Progress(disable=True), threads=1)
+    spec = {**pm.profiles["study"].spec, "benchmarks": [{"name": "quiz"}], "budget": 3,
+            "trainer": {"name": "memorize", "drop": 1, "gpus": 2}}
+    runs = [pipe.baseline(RunSpec.of({**spec, "selector": {"name": "every-other"}}))]
+    runs += [pipe.run(r, RunSpec.of(merge(spec, pm.recipes[r].spec))) for r in ("a", "b")]
+    folder = leaderboard.write(runs, tmp_path / "lb", "a third party", {})
+    summary = leaderboard.summarize(runs)
+    headers, body = leaderboard.summary_table(summary)
+    assert {"GPU-h", "Teacher $", "quiz correct ↑", "quiz@no-think correct ↑"} <= set(headers)
+    for line in body:
+        empty = [h for h, cell in zip(headers, line) if cell in ("", "N/A", leaderboard.NO_VALUE)]
+        assert empty == (["Δ vs first (p)"] * 2 if line[0] == leaderboard.BASE else []), (line[0], empty)
+    assert summary[1]["tasks"]["quiz@no-think"]["gen_tokens"] == 4 and summary[1]["tasks"]["quiz"]["no_answer"] < 1
+    assert all(len(line) == len(leaderboard.MODE_HEADERS) and "N/A" not in line
+               for line in leaderboard.mode_rows(summary))
+    md = (folder / "leaderboard.md").read_text()
+    assert "Headline `quiz`: a known answer, word for word." in md and "![modes_quiz](modes_quiz.png)" in md
+    trained = [line for line in md[md.index("## Provenance"):].splitlines() if line.startswith(("| a ", "| b "))]
+    assert len(trained) == 2 and all(hashlib.sha256(b"memorize").hexdigest()[:12] in line for line in trained)
+
+
+def test_a_row_or_stat_off_the_types_is_named_before_it_is_stored():
+    from nt_harness.records import result_rows, stage_stats
+
+    row = {"benchmark": "b", "task": "t", "metric": "m", "value": 0.5}
+    assert result_rows([row, {**row, "filter": None}], "benchmark b") == [row, {**row, "filter": "none"}]
+    with pytest.raises(ValueError, match=r"^benchmark b: result row 1: no_anwser: Extra inputs are not permitted$"):
+        result_rows([row, {**row, "no_anwser": 0.1}], "benchmark b")
+    with pytest.raises(ValueError, match=r"^benchmark b: result row 0: value: Input should be a valid number"):
+        result_rows([{**row, "value": "high"}], "benchmark b")
+    assert stage_stats({"gpus": 8, "device": "cuda", "loss_curve": [1.0]}, "train t").gpus == 8  # its own keys too
+    with pytest.raises(ValueError, match=r"^train t: stats: gpus: Input should be a valid number"):
+        stage_stats({"gpus": "eight"}, "train t")
+    with pytest.raises(ValueError, match=r"^train t: stats: provenance.chat_template_sha: Input should be a valid"):
+        stage_stats({"provenance": {"chat_template_sha": 1}}, "train t")

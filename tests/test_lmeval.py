@@ -9,7 +9,8 @@ import pytest
 from nt_gym.heldout import heldout_ids
 from nt_harness.components import Context
 from nt_harness.progress import Progress
-from nt_harness.records import RESULT_FIELDS
+from nt_harness.pipeline import per_question_values
+from nt_harness.records import completed, result_rows
 from nt_lmeval import LMEvalBenchmark, tasks_dir
 
 
@@ -71,8 +72,8 @@ def test_benchmark_runs_a_tiny_model(tiny_llama, tmp_path):  # tiny_llama: tests
     rows = LMEvalBenchmark(limit=4, max_gen_toks=16).evaluate(tiny_llama, ctx)
     assert {(r["task"], r["metric"], r["filter"]) for r in rows} == {
         ("gym_heldout", m, f) for m in ("exact_match", "score", "no_answer") for f in ("strict", "flexible")}
+    assert result_rows(rows, "lmeval") == rows  # ResultRows, stored as they came
     for r in rows:
-        assert tuple(r) == RESULT_FIELDS
         assert r["n"] == 4 and r["benchmark"] == "lmeval" and 0.0 <= r["value"] <= 1.0
     assert {r["metric"]: r["higher_is_better"] for r in rows} == {"exact_match": True, "score": True, "no_answer": False}
     headline = [(r["metric"], r["filter"]) for r in rows if r["headline"]]
@@ -84,6 +85,9 @@ def test_benchmark_runs_a_tiny_model(tiny_llama, tmp_path):  # tiny_llama: tests
     assert samples.column("filter").to_pylist() == ["strict"] * 4 + ["flexible"] * 4
     assert set(samples.column("question_id").to_pylist()) <= heldout_ids()
     assert all(0 < t <= 16 for t in samples.column("response_tokens").to_pylist())
+    # lm-eval's form (a no_answer row, a response_tokens column) fills the typed fields the leaderboard reads
+    typed = completed(rows, per_question_values(samples))
+    assert all(r.no_answer is not None and 0 < r.gen_tokens <= 16 for r in typed if r.metric == "exact_match")
     assert list((ctx.out / "lm_eval").rglob("samples_gym_heldout_*.jsonl"))
     assert list((ctx.out / "lm_eval").rglob("results_*.json"))
 
