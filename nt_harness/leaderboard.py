@@ -1,6 +1,7 @@
 """Leaderboards a person wants to read and paste into an issue.
 
-The summary has one row per (recipe, budget, student): each task's primary metric as ``value ± stderr``
+The summary has one row per (recipe, budget, student), with the examples it trained on beside the budget it
+asked for: each task's primary metric as ``value ± stderr``
 with a 95 % bootstrap interval, the share of answers not found, the difference to the first recipe with
 a paired test on the same questions, mean generated tokens, and what the row cost (GPU-hours when a stage
 ran on GPUs). The detail table follows lm-eval's shape (``Metric | ↑ | Value | ± | Stderr``). Written as
@@ -83,8 +84,8 @@ def summarize(runs: list[RunResult]) -> list[dict]:
     out = []
     for run, rows in zip(runs, typed):
         ref = reference.get(run.budget)
-        row = {"recipe": run.recipe, "budget": run.budget, "student": run.student, "tasks": {}, "cost": run.cost,
-               "reference": ref.recipe if ref is not None and ref is not run else None}
+        row = {"recipe": run.recipe, "budget": run.budget, "examples": run.examples, "student": run.student,
+               "tasks": {}, "cost": run.cost, "reference": ref.recipe if ref is not None and ref is not run else None}
         for task, (metric, filter_) in tasks.items():
             found = {(r.metric, r.filter): r for r in rows if r.task == task}.get((metric, filter_))
             if found is None:
@@ -119,7 +120,7 @@ def _paired(test: dict | None) -> str:
 
 def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
     tasks = list(dict.fromkeys(t for row in summary for t in row["tasks"]))
-    headers = ["Recipe", "Budget", "Student"]
+    headers = ["Recipe", "Budget", "Examples trained", "Student"]
     for task in tasks:
         label = next(metric_label(row["tasks"][task]) for row in summary if task in row["tasks"])
         headers += [f"{task} {label} ↑", "95% CI", "no answer ↓", "Δ vs base (p)", "Δ vs first (p)", "gen tok"]
@@ -133,7 +134,8 @@ def summary_table(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
         headers.append("Teacher $")
     body = []
     for row in summary:
-        line = [row["recipe"], str(row["budget"]), row["student"]]
+        line = [row["recipe"], str(row["budget"]), "" if row.get("examples") is None else str(row["examples"]),
+                row["student"]]
         for task in tasks:
             c = row["tasks"].get(task)
             if c is None:
@@ -244,6 +246,8 @@ def notes(meta: dict) -> list[str]:
     if meta.get("wall_s") is not None:
         out.append(f"Wall time of this invocation: {meta['wall_s']:.0f} s. `Wall s` is each row's own compute "
                    "time (its teacher, annotation, selection, training and evaluation stages), cached or not.\n")
+    out.append("Examples trained: what the row's student trained on (after any its trainer dropped), beside the "
+               "budget it asked for.\n")
     out.append("Value ± standard error (lm-eval's); 95% CI: percentile bootstrap over questions; Δ vs base, Δ vs "
                "first: difference to the untrained student, and to the first recipe at the same budget, on the same "
                "questions, with the p-value of an exact McNemar test (binary scores) or a paired permutation test; "

@@ -60,12 +60,13 @@ class _Reached(Exception):
 @dataclass
 class RunResult:
     """What the leaderboard needs from one (recipe, budget, student) run: ``results`` are its benchmarks' rows as
-    stored (``records.ResultRow``'s fields)."""
+    stored (``records.ResultRow``'s fields), ``examples`` those it trained on (the budget is what it asked for)."""
 
     recipe: str
     budget: int | None
     student: str
     results: list[dict]
+    examples: int | None = None
     cost: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)  # stage -> store key
@@ -443,6 +444,7 @@ class Pipeline:
         partial.results = results
         partial.cost = self.cost([pool, *ann_entries, chosen, trained, *evals])
         trained_stats = stats_of(trained)
+        partial.examples = chosen.manifest["stats"]["kept"] if trained_stats.examples is None else trained_stats.examples
         # an annotator's one-line `summary` stat (e.g. verify: the share of fully correct traces) describes the pool
         summaries = [stats_of(e).summary for e in ann_entries]
         partial.provenance = {"pool": pool.key, "selection": chosen.key, "checkpoint": trained.key,
@@ -455,7 +457,7 @@ class Pipeline:
         """The untrained student on the same benchmarks: the reference row."""
         student = spec.student
         results, evals, per_question = self.evaluate(spec, self.models.resolve(student), f"base:{student}", None)
-        return RunResult(recipe="(base student)", budget=0, student=student, results=results,
+        return RunResult(recipe="(base student)", budget=0, student=student, results=results, examples=0,
                          cost=self.cost(evals), stages={"evaluate": [e.key for e in evals]},
                          per_question=per_question)
 

@@ -175,6 +175,8 @@ class StageStats(BaseModel):
     completion_tokens: int = Field(0, ge=0, description="a teacher's, as prompt_tokens")
     train_tokens: int = Field(0, ge=0, description="a trainer's: the tokens it trained on")
     cost_usd: float | None = Field(None, ge=0, description="what it paid, e.g. an API teacher")
+    examples: int | None = Field(None, ge=0, description="a trainer's: the examples it trained on, after any it "
+                                                         "dropped (e.g. too long); None: all it was given")
     summary: str | None = Field(None, description="an annotator's one line on the pool")
     provenance: Provenance = Provenance()
 

@@ -101,7 +101,7 @@ class Memorize(Trainer):
         (ctx.out / "model" / "answers.json").write_text(json.dumps(answers))
         note(ctx, "train", "done")
         gpu = {"device": "cuda", "gpus": self.settings.gpus} if self.settings.gpus else {}
-        return StageStats(train_tokens=len(answers), **gpu,
+        return StageStats(train_tokens=len(answers), examples=len(answers), **gpu,
                           provenance=Provenance(chat_template_sha=hashlib.sha256(b"memorize").hexdigest())
                           ).model_dump(exclude_unset=True)
 

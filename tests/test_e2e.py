@@ -71,6 +71,7 @@ def test_compare_end_to_end_then_fully_cached(tmp_path, example_plugin, models_d
         assert metrics["exact_match"]["n"] == 6 and 0.0 <= metrics["exact_match"]["value"] <= 1.0
     for run in board["runs"][1:]:
         assert run["budget"] == 4 and run["cost"]["train_tokens"] > 0 and run["cost"]["teacher_tokens"] > 0
+        assert 0 < run["examples"] <= run["budget"]  # what sft trained on, beside what the run asked for
         assert run["provenance"]["pool"] == board["runs"][1]["provenance"]["pool"]  # one shared pool
     md = (tmp_path / "results" / "e2e" / "leaderboard.md").read_text()
     assert "shortest" in md and "exact_match" in md and "±" in md

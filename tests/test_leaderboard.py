@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+import nt_harness
 from nt_harness import leaderboard
 from nt_harness.pipeline import RunResult
 from nt_harness.stats import mean_ci, paired_test
@@ -57,7 +58,7 @@ def test_summary_files_and_rerender(tmp_path):
     assert "![bars_t](bars_t.png)" in md and "![sweep_t](sweep_t.png)" in md
     assert (folder / "bars_t.png").stat().st_size > 1000 and (folder / "sweep_t.png").stat().st_size > 1000
     rows = (folder / "leaderboard.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(runs) and rows[2].startswith("a,16,s,0.2000 ± 0.0500")
+    assert len(rows) == 1 + len(runs) and rows[2].startswith("a,16,,s,0.2000 ± 0.0500")  # examples: not given
     stored = json.loads((folder / "leaderboard.json").read_text())
     assert [r["recipe"] for r in stored["runs"]] == [r.recipe for r in runs]
     again, meta = leaderboard.load(folder)
@@ -228,10 +229,11 @@ def test_a_third_party_benchmark_and_trainer_that_follow_the_types_fill_every_co
     folder = leaderboard.write(runs, tmp_path / "lb", "a third party", {})
     summary = leaderboard.summarize(runs)
     headers, body = leaderboard.summary_table(summary)
-    assert {"GPU-h", "Teacher $", "quiz correct ↑", "quiz@no-think correct ↑"} <= set(headers)
+    assert {"GPU-h", "Teacher $", "Examples trained", "quiz correct ↑", "quiz@no-think correct ↑"} <= set(headers)
     for line in body:
         empty = [h for h, cell in zip(headers, line) if cell in ("", "N/A", leaderboard.NO_VALUE)]
         assert empty == (["Δ vs first (p)"] * 2 if line[0] == leaderboard.BASE else []), (line[0], empty)
+    assert [line[headers.index("Examples trained")] for line in body] == ["0", "2", "2"]  # budget 3, one dropped
     assert summary[1]["tasks"]["quiz@no-think"]["gen_tokens"] == 4 and summary[1]["tasks"]["quiz"]["no_answer"] < 1
     assert all(len(line) == len(leaderboard.MODE_HEADERS) and "N/A" not in line
                for line in leaderboard.mode_rows(summary))
@@ -255,3 +257,33 @@ def test_a_row_or_stat_off_the_types_is_named_before_it_is_stored():
         stage_stats({"gpus": "eight"}, "train t")
     with pytest.raises(ValueError, match=r"^train t: stats: provenance.chat_template_sha: Input should be a valid"):
         stage_stats({"provenance": {"chat_template_sha": 1}}, "train t")
+
+
+def test_examples_trained_are_the_trainers_count_else_all_it_was_given(tmp_path):
+    """A trainer that says nothing of them trained on every kept trace: the selection's count shows."""
+    import study_plugin
+    from nt_harness.components import Trainer
+    from nt_harness.pipeline import Pipeline
+    from nt_harness.plugins import Plugins
+    from nt_harness.progress import Progress
+    from nt_harness.recipes import RunSpec
+    from nt_harness.store import Store
+
+    class Quiet(Trainer):
+        name = "quiet"
+
+        def train(self, examples, student, ctx):
+            (ctx.out / "model").mkdir()
+            return {}
+
+    class Plugin:
+        @nt_harness.hookimpl
+        def register_trainers(register):
+            register(Quiet)
+
+    pm = Plugins(load_entrypoints=False, extra=[study_plugin, Plugin])
+    pipe = Pipeline(pm, Store(tmp_path), Progress(disable=True), threads=1)
+    spec = {**pm.profiles["study"].spec, "selector": {"name": "every-other"}, "budget": 3}
+    assert pipe.run("a", RunSpec.of({**spec, "trainer": {"name": "quiet"}})).examples == 3
+    assert pipe.run("a", RunSpec.of({**spec, "trainer": {"name": "memorize", "drop": 2}})).examples == 1
+    assert pipe.baseline(RunSpec.of(spec)).examples == 0
