@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from nt_harness.records import ResultRow
+
 log = logging.getLogger("nt_harness")
 
 
@@ -137,7 +139,8 @@ class Selector(Component):
 
 
 class Trainer(Component):
-    """Fine-tunes ``student`` on the training examples; writes a Hugging Face folder into ``ctx.out``."""
+    """Fine-tunes ``student`` on the training examples; writes a Hugging Face folder into ``ctx.out``. The stats
+    it returns are read as ``records.StageStats`` (tokens, device and GPUs, examples trained on, provenance)."""
 
     kind = "trainer"
 
@@ -146,17 +149,18 @@ class Trainer(Component):
 
 
 class Benchmark(Component):
-    """Scores a model folder; returns a list of result rows (schema in ``records.RESULT_FIELDS``).
+    """Scores a model folder; returns ``records.ResultRow``s (or dicts of their fields), one leaderboard column
+    per field.
 
-    A benchmark may also write ``ctx.out / "samples.parquet"`` (columns ``task``, ``question_id`` and one
-    numeric column per metric, e.g. ``exact_match``, ``response_tokens``): the leaderboard then runs paired
-    tests between recipes on the same questions and reports generated tokens. With ``question``, ``target``,
-    ``response`` and ``extracted`` (strings) too, `nt-harness view` shows each answer beside the others.
+    A benchmark may also write ``ctx.out / "samples.parquet"`` (``records.SAMPLES``: ``task``, ``question_id``
+    and one numeric column per metric, e.g. ``exact_match``): the leaderboard then shows 95 % intervals and runs
+    paired tests between recipes on the same questions. With ``question``, ``target``, ``response`` and
+    ``extracted`` (strings) too, `nt-harness view` shows each answer beside the others.
     """
 
     kind = "benchmark"
 
-    def evaluate(self, model: str, ctx: Context) -> list[dict]:
+    def evaluate(self, model: str, ctx: Context) -> list[ResultRow | dict]:
         raise NotImplementedError
 
     def questions(self) -> dict[str, list[str]]:
