@@ -25,6 +25,7 @@ from rich.progress import track
 
 from nt_harness import UserError
 from nt_harness.leaderboard import notes
+from nt_harness.records import RESPONSE_TOKENS
 from nt_harness.view import tables
 from nt_harness.view.data import NO_ANSWER, PARTIAL, RIGHT, WRONG, Run, Study
 
@@ -164,7 +165,7 @@ class Site:
 def _answers(samples):
     """The columns of an evaluation's table (the full texts are on the question's page)."""
     return samples.select([c for c in ("question_id", "question_preview", "status", "extracted", "target", "value",
-                                       "response_tokens") if c in samples.column_names])
+                                       RESPONSE_TOKENS) if c in samples.column_names])
 
 
 def _columns(table: pa.Table, hidden=()) -> list[dict]:

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nt_harness import UserError
-from nt_harness.leaderboard import BASE, load, primary_metric, summarize, summary_table
+from nt_harness.leaderboard import BASE, load, rows_of, summarize, summary_table, tasks_of
+from nt_harness.records import NO_ANSWER as NO_ANSWER_METRIC
 
 PREVIEW = 160  # characters of a question or answer shown in a table cell
 # pool columns too long for a table: shown on the trace's own page
@@ -194,10 +195,7 @@ class Run:
     # -- the evaluation -------------------------------------------------------------------------------
     def tasks(self) -> dict[str, tuple[str, str]]:
         """task -> its headline (metric, filter), as the leaderboard reads it."""
-        by_task: dict[str, list[dict]] = {}
-        for r in self.result.results:
-            by_task.setdefault(r["task"], []).append(r)
-        return {task: primary_metric(rows) for task, rows in by_task.items()}
+        return tasks_of([rows_of(self.result)])
 
     def samples(self, task: str) -> pa.Table:
         """One row per question of ``task`` under its headline filter, with a status: right, wrong, partial,
@@ -221,8 +219,8 @@ class Run:
         if "filter" in table.column_names and filter_ in set(table.column("filter").to_pylist()):
             table = table.filter(pc.field("filter") == filter_)
         status = [_status(v, n) for v, n in zip(
-            table.column(metric).to_pylist(),
-            table.column("no_answer").to_pylist() if "no_answer" in table.column_names else [None] * len(table))]
+            table.column(metric).to_pylist(), table.column(NO_ANSWER_METRIC).to_pylist()
+            if NO_ANSWER_METRIC in table.column_names else [None] * len(table))]
         table = table.append_column("status", pa.array(status, pa.string()))
         if "question" in table.column_names:
             table = table.append_column("question_preview",
