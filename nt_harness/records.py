@@ -79,6 +79,13 @@ RESPONSE_TOKENS = "response_tokens"  # a SAMPLES column: tokens generated for th
 # a benchmark's optional ``samples.parquet``: one row per question (and filter), for the 95 % CI and the paired
 # tests; besides these, an optional ``filter`` column and one numeric column per metric, named as its rows' metric
 SAMPLES = pa.schema([("task", pa.string()), ("question_id", pa.string())])
+# optional SAMPLES string columns `nt-harness view` shows: each answer beside the others, with its status
+SAMPLE_TEXTS = ("question", "target", "response", "extracted")
+
+# trainer -> view: a trainer's ``TRAIN_METRICS`` file in its stage, one row per optimizer step, columns ``step``
+# and any of TRAIN_CURVES (the view draws each it finds)
+TRAIN_METRICS = "metrics.parquet"
+TRAIN_CURVES = ("loss", "lr", "grad_norm", "tokens_per_s")
 
 
 def split_mode(task: str) -> tuple[str, str]:

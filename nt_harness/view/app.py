@@ -25,7 +25,7 @@ from rich.progress import track
 
 from nt_harness import UserError
 from nt_harness.leaderboard import notes
-from nt_harness.records import RESPONSE_TOKENS
+from nt_harness.records import RESPONSE_TOKENS, TRAIN_CURVES
 from nt_harness.view import tables
 from nt_harness.view.data import NO_ANSWER, PARTIAL, RIGHT, WRONG, Run, Study
 
@@ -194,7 +194,7 @@ def _curves(metrics) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [c for c in ("loss", "lr", "grad_norm", "tokens_per_s") if c in metrics.column_names]
+    shown = [c for c in TRAIN_CURVES if c in metrics.column_names]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 2.8), squeeze=False)
     steps = metrics.column("step").to_pylist()
     for ax, name in zip(axes[0], shown):

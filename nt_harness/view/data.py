@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from nt_harness import UserError
 from nt_harness.leaderboard import BASE, load, rows_of, summarize, summary_table, tasks_of
 from nt_harness.records import NO_ANSWER as NO_ANSWER_METRIC
+from nt_harness.records import TRAIN_METRICS
 
 PREVIEW = 160  # characters of a question or answer shown in a table cell
 # pool columns too long for a table: shown on the trace's own page
@@ -229,15 +230,12 @@ class Run:
 
     # -- training ------------------------------------------------------------------------------------
     def training(self) -> pa.Table | None:
-        """The trainer's per-step metrics (``metrics.parquet``), else the loss curve its manifest keeps."""
+        """The trainer's per-step metrics (records.TRAIN_METRICS), when it wrote them."""
         key = self.result.stages.get("train")
         path = self.entry("train", key) if key else None
-        if path is None:
+        if path is None or not (path / TRAIN_METRICS).exists():
             return None
-        if (path / "metrics.parquet").exists():
-            return pq.read_table(path / "metrics.parquet")
-        losses = json.loads((path / "manifest.json").read_text()).get("stats", {}).get("loss_curve")
-        return pa.table({"step": list(range(1, len(losses) + 1)), "loss": losses}) if losses else None
+        return pq.read_table(path / TRAIN_METRICS)
 
 
 def _compact(table: pa.Table) -> pa.Table:
