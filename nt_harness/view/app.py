@@ -199,8 +199,8 @@ def _curves(metrics) -> bytes:
     fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 2.8), squeeze=False)
     steps = metrics.column("step").to_pylist()
     for ax, name in zip(axes[0], shown):
-        ax.plot(steps, metrics.column(name).to_pylist(), lw=1.4, color="#3465a4", marker="o" if len(steps) <= 40 else None,
-                ms=3)
+        ax.plot(steps, metrics.column(name).to_pylist(), lw=1.4, color="#3465a4",
+                marker="o" if len(steps) <= 40 else None, ms=3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name.replace("_", " "), fontsize=10)
         ax.set_xlabel("step", fontsize=9)
