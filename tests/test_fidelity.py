@@ -60,7 +60,7 @@ def test_the_paper_profiles_teacher_judge_and_system1_are_the_papers(pm):
     assert annotators["system1"].get("recorded", True)  # §4.2: NaturalReasoning's recorded Llama-3.3-70B answer
     assert System1Annotator().settings.recorded
     assert spec.selector == {"name": "disagree"}  # the judge's verdict, no correctness filter (§3.2)
-    from nt_basic.selectors import DisagreeSelector
+    from nt_naturalthoughts.selectors import DisagreeSelector
 
     assert DisagreeSelector().settings.by == "judge" and DisagreeSelector().settings.require_correct is False
 

@@ -14,7 +14,7 @@ from nt_harness.progress import Progress
 from nt_harness.cli import make_spec
 from nt_harness.recipes import Recipe, SpecError
 from nt_harness.store import Store
-from nt_basic.selectors import DisagreeSelector
+from nt_naturalthoughts.selectors import DisagreeSelector
 from nt_naturalthoughts.prompted import (
     PAPER_DOMAINS,
     STRATEGIES,

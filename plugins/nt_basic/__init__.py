@@ -1,8 +1,8 @@
-"""Model-free annotators (`length`, `verify`) and selectors (`random`, `disagree`)."""
+"""Model-free annotators (`length`, `verify`) and the `random` selector."""
 
 import nt_harness
 from nt_basic.annotators import LengthAnnotator, VerifyAnnotator
-from nt_basic.selectors import DisagreeSelector, RandomSelector
+from nt_basic.selectors import RandomSelector
 
 
 @nt_harness.hookimpl
@@ -14,7 +14,6 @@ def register_annotators(register):
 @nt_harness.hookimpl
 def register_selectors(register):
     register(RandomSelector)
-    register(DisagreeSelector)
 
 
 @nt_harness.hookimpl

@@ -1,7 +1,6 @@
 """The `system1` annotator: the student's direct answer to each question, without thinking, and whether
-the source's verifier accepts it. NaturalThoughts' "models disagree" selection keeps the questions whose
-System-1 answer differs from the teacher's reasoned one (the paper used Llama-3.3-70B-Instruct's
-System-1 answer: NaturalThoughts, Li et al. 2025, arXiv 2507.01921 §4.2)."""
+the source's verifier accepts it: a measure of how hard a question is without reasoning, which difficulty-based
+selectors read (NaturalThoughts' `disagree`, s1K's `s1k`)."""
 
 from __future__ import annotations
 

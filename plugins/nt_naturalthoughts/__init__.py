@@ -1,8 +1,9 @@
 """NaturalThoughts (Li et al. 2025, arXiv 2507.01921): which R1 traces to distil, as recipes.
 
-Selectors (§3.2): long, topic-uniform, cluster-uniform, verbosity, short-reference, strategy-diverse,
-compose; the `embed` annotator (question clusters); the `natural_reasoning` source; and the recipes of the
-paper's selection and System-1/System-2 mixing experiments.
+Selectors (§3.2): disagree (the paper's best), long, topic-uniform, cluster-uniform, verbosity, short-reference,
+strategy-diverse, compose, mix; the annotators `judge` (do the two models' answers agree?), `embed` (question
+clusters) and the LLM labellers; the `natural_reasoning` source; and the recipes of the paper's selection and
+System-1/System-2 mixing experiments.
 """
 
 import nt_harness
@@ -12,6 +13,7 @@ from nt_naturalthoughts.prompted import JudgeAnnotator, StrategiesAnnotator, Top
 from nt_naturalthoughts.selectors import (
     ClusterUniformSelector,
     ComposeSelector,
+    DisagreeSelector,
     MixSelector,
     LongSelector,
     ShortReferenceSelector,
@@ -61,7 +63,7 @@ def register_models(register):
 
 @nt_harness.hookimpl
 def register_selectors(register):
-    for cls in (LongSelector, TopicUniformSelector, ClusterUniformSelector, VerbositySelector,
+    for cls in (DisagreeSelector, LongSelector, TopicUniformSelector, ClusterUniformSelector, VerbositySelector,
                 ShortReferenceSelector, StrategyDiverseSelector, ComposeSelector, MixSelector):
         register(cls)
 

@@ -41,6 +41,51 @@ def finish(d: Decisions, ctx, question, complete, budget, rng, fill: bool) -> pa
 
 
 # selectors ---------------------------------------------------------------------------------------------
+class DisagreeSelector(Selector):
+    """Models disagree (§3.2, the paper's best at 10k-100k examples): a question whose direct (System-1) answer
+    differs from the teacher's reasoned one is one where the reasoning mattered. The verdict is the `judge`
+    annotator's ``models_agree``, or with ``by = "verifier"`` the `system1` annotator's grade."""
+
+    name = "disagree"
+    description = "traces whose answer the System-1 model does not share (NaturalThoughts' best)"
+
+    class Settings(Settings):
+        fill: bool = True  # top up with random complete traces when too few disagree (recorded)
+        # judge: the `judge` annotator found the two answers different (any question, as the paper judged with
+        # Llama-3.1-8B-Instruct, §4.2); verifier: the System-1 answer is graded wrong (needs a verifier; ours)
+        by: Literal["verifier", "judge"] = "judge"
+        require_correct: bool = False  # ours, not the paper's: the teacher's own answer must verify too
+
+    def __init__(self, settings=None, **kw):
+        super().__init__(settings, **kw)
+        s = self.settings
+        self.requires = (("correct",) if s.require_correct else ()) + (
+            ("system1_correct",) if s.by == "verifier" else ("models_agree",))
+
+    def select(self, pool, budget, seed, ctx):
+        rng = np.random.default_rng(seed)
+        d, complete, question = start(pool)
+        ok = complete
+        if self.settings.require_correct:
+            correct = column(pool, "correct") >= 1.0
+            d.drop(complete & ~correct, "dropped: teacher answer wrong")
+            ok = complete & correct
+        if self.settings.by == "verifier":
+            agree = column(pool, "system1_correct") >= 1.0
+        else:
+            verdict = column(pool, "models_agree")
+            d.drop(ok & np.isnan(verdict), "dropped: not judged")
+            ok = ok & ~np.isnan(verdict)
+            agree = verdict >= 1.0
+        d.drop(ok & agree, "dropped: models agree")
+        disagree = np.flatnonzero(ok & ~agree)
+        d.keep(first_per_question(question, rng.permutation(disagree)), "kept: models disagree", budget)
+        if self.settings.fill and d.n_kept < budget:
+            n = fill_random(d, question, complete, budget, rng, "kept: fill (random)")
+            ctx.stats["filled"] = n
+        return d.table()
+
+
 class LongSelector(Selector):
     """l is ``thinking_tokens`` from the `length` annotator: the teacher's own count where the pool has one (the
     unit the paper's C = 5000 is in), else a tokenizer's; the annotator's ``counted_by`` stat says which."""
