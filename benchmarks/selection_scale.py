@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from nt_basic.selectors import RandomSelector
 from nt_harness.components import Context
+from nt_modelfree.selectors import RandomSelector
 from nt_naturalthoughts.selectors import (
     LONG_EXPONENT,
     LONG_SCALE_TOKENS,

@@ -52,7 +52,7 @@ def test_a_misspelt_hook_is_named_and_dropped():
 
 
 def test_duplicate_component_names_are_reported_not_overwritten():
-    from nt_basic.selectors import RandomSelector
+    from nt_modelfree.selectors import RandomSelector
 
     class Dup:
         @nt_harness.hookimpl
@@ -65,8 +65,8 @@ def test_duplicate_component_names_are_reported_not_overwritten():
 
 
 def test_load_and_disable_plugins_by_env(monkeypatch):
-    monkeypatch.setenv("NT_HARNESS_LOAD_PLUGINS", "basic,limo")
-    assert set(Plugins().info) == {"basic", "limo"}
+    monkeypatch.setenv("NT_HARNESS_LOAD_PLUGINS", "modelfree,limo")
+    assert set(Plugins().info) == {"modelfree", "limo"}
     monkeypatch.delenv("NT_HARNESS_LOAD_PLUGINS")
     monkeypatch.setenv("NT_HARNESS_DISABLE_PLUGINS", "limo")
     pm = Plugins()
@@ -91,7 +91,7 @@ def test_a_plugin_that_fails_to_import_is_named(tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert any("'broken'" in e and "broken-plugin" in e and "missing dependency xyz" in e for e in report["errors"])
-    assert any(p["name"] == "basic" for p in report["plugins"])
+    assert any(p["name"] == "modelfree" for p in report["plugins"])
 
 
 def test_merge_refines_the_same_component_and_replaces_another():

@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from nt_basic.annotators import LengthAnnotator
-from nt_basic.selectors import RandomSelector
+from nt_modelfree.annotators import LengthAnnotator
+from nt_modelfree.selectors import RandomSelector
 from nt_naturalthoughts.selectors import DisagreeSelector
 from nt_harness.records import SELECTION
 from nt_limo.selector import LimoSelector, chain_scores

@@ -1,8 +1,10 @@
-"""Model-free annotators (`length`, `verify`) and the `random` selector."""
+"""The components that run no model and follow no paper: the `length` and `verify` annotators, which measure
+any trace, and `random` selection, the baseline every method must beat. A method's own rules, model-free or
+not, live in its plugin."""
 
 import nt_harness
-from nt_basic.annotators import LengthAnnotator, VerifyAnnotator
-from nt_basic.selectors import RandomSelector
+from nt_modelfree.annotators import LengthAnnotator, VerifyAnnotator
+from nt_modelfree.selectors import RandomSelector
 
 
 @nt_harness.hookimpl
