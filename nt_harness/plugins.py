@@ -197,5 +197,18 @@ class Plugins:
         ]
 
 
+_shared: Plugins | None = None
+
+
+def shared() -> Plugins:
+    """The installed plugins, loaded once per process: where a component that is made of components (a selector
+    of selectors) looks them up when it is made, before any run gives it a context, without loading every
+    plugin again."""
+    global _shared
+    if _shared is None:
+        _shared = Plugins()
+    return _shared
+
+
 def format_error(e: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(e), e)).strip()

@@ -209,6 +209,15 @@ def test_compose_names_a_bad_step():
         ComposeSelector(steps=[{"name": "long", "exponent": "steep"}])
 
 
+def test_compose_and_mix_find_their_steps_in_the_shared_plugins(monkeypatch):
+    """No plugin manager of their own: the process's one, loaded once, as a third-party composer would use."""
+    nt_harness.plugins.shared()
+    monkeypatch.setattr(nt_harness.plugins, "Plugins", lambda *a, **kw: pytest.fail("a plugin manager of its own"))
+    composed = ComposeSelector(steps=[{"name": "disagree"}, {"name": "long"}])
+    assert [step.name for step in composed.steps] == ["disagree", "long"]
+    assert MixSelector(select={"name": "long"}).inner.name == "long"
+
+
 # determinism -----------------------------------------------------------------------------------------------
 def determinism_pool():
     rng = np.random.default_rng(7)

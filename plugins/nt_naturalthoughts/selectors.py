@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from pydantic import Field, ValidationError, model_validator
 
 from nt_harness.components import Selector, Settings
+from nt_harness.plugins import PluginError, shared
 from nt_harness.recipes import SpecError
 from nt_harness.selection import Decisions, codes, column, fill_random, first_per_question, start, unchosen
 
@@ -269,14 +270,12 @@ class StrategyDiverseSelector(Selector):
 
 def build_selector(spec: dict, where: str, **settings) -> Selector:
     """A selector from its spec, for selectors made of selectors; ``settings`` apply where it has them."""
-    from nt_harness.plugins import PluginError, Plugins
-
     conf = dict(spec)
     name = conf.pop("name", None)
     if not name:
         raise SpecError(f"{where}: no selector name given")
     try:
-        cls = Plugins().component("selector", name)
+        cls = shared().component("selector", name)
     except PluginError as e:
         raise SpecError(f"{where}: {e}") from None
     conf.update({k: v for k, v in settings.items() if k in cls.Settings.model_fields})
