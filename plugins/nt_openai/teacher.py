@@ -201,89 +201,21 @@ class OpenAITeacher(Teacher):
         calls = [(q, k) for q in range(len(qrows)) for k in range(0, s.n, per_call)]
         size = s.shard_requests or 4 * s.concurrency
         shards = [calls[i:i + size] for i in range(0, len(calls), size)]
-
         ids = [[trace_id(qrows[q]["question_id"], k + j) for q, k in shard for j in range(per_call)]
                for shard in shards]
-
-        loop = asyncio.new_event_loop()
-        caller: Caller | None = None
-        work: dict[int, list[tuple[tuple[int, int], asyncio.Task | list[dict]]]] = {}
-        todo_order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
-        position: dict[int, int] = {}
-        done = {"tokens": 0, "started": time.perf_counter()}
-
-        async def open_caller() -> Caller:
-            return Caller(base_urls=self.servers, api_key=api_key, endpoint=s.endpoint, timeout_s=s.timeout_s,
-                          concurrency=s.concurrency, max_retries=s.max_retries, backoff_s=s.backoff_s,
-                          max_backoff_s=s.max_backoff_s, requests_per_minute=s.requests_per_minute,
-                          tokens_per_minute=s.tokens_per_minute, cooldown_s=s.cooldown_s)
-
-        def plan(todo: dict[int, pa.Table | None]) -> None:
-            nonlocal caller
-            for i, stale in todo.items():
-                kept = {}  # a redone shard keeps its answered rows; only failed requests go out again
-                if stale is not None:
-                    kept = {r["trace_id"]: r for r in stale.to_pylist() if not r["finish_reason"].startswith(ERROR)}
-                work[i] = []
-                for q, k in shards[i]:
-                    rows = [kept.get(trace_id(qrows[q]["question_id"], k + j)) for j in range(per_call)]
-                    work[i].append(((q, k), rows if all(rows) else None))
-            position.update({i: len(todo_order) + p for p, i in enumerate(todo)})
-            todo_order.extend(todo)
-            if todo and caller is None:
-                caller = loop.run_until_complete(open_caller())
-
-        def start(i: int) -> None:
-            """Create the tasks of shard i (once). Shards are started a few ahead of the one being
-            written, so the concurrency stays full across shard boundaries without holding a task per
-            request of a million-request run in memory."""
-            for j, (call, rows) in enumerate(work[i]):
-                if rows is None:
-                    q, k = call
-                    request = self._request(qrows[q]["question"], qrows[q]["question_id"], k, per_call)
-                    estimate = len(qrows[q]["question"]) // 4 + len(s.system_prompt or "") // 4
-                    work[i][j] = (call, loop.create_task(caller.call(request, estimate)))
-
-        def run_shard(i: int) -> pa.Table:
-            for ahead in todo_order[position[i]:position[i] + 3]:
-                start(ahead)
-            pending = [task for _, task in work[i] if isinstance(task, asyncio.Task)]
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending))
-            rows = []
-            for (q, k), item in work.pop(i):
-                if isinstance(item, asyncio.Task):
-                    rows += self._rows(qrows[q], k, per_call, item.result())
-                    done["tokens"] += item.result().completion_tokens
-                else:
-                    rows += item
-            elapsed = time.perf_counter() - done["started"]
-            advance(0, info=f"{done['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
-            return pa.Table.from_pylist(rows, schema=API_TRACES)
-
-        def has_failures(table: pa.Table) -> bool:
-            return pc.any(pc.starts_with(table.column("finish_reason"), ERROR)).as_py() or False
-
+        requests = _ShardedRequests(self, qrows, shards, per_call, api_key)
         progress = ctx.progress or Progress(disable=True)
         try:
             with progress.task(f"teacher openai ({s.model})", total=len(calls) * per_call) as advance:
-                table, reused = run_sharded(ids, ctx.scratch, run_shard, API_TRACES, advance,
-                                            redo=has_failures, plan=plan)
+                requests.advance = advance
+                table, reused = run_sharded(ids, ctx.scratch, requests.run_shard, API_TRACES, advance,
+                                            redo=has_failures, plan=requests.plan)
         except Refused as e:  # the client raises only the statuses no request can get past
             raise UserError(f"teacher openai: {e.url} refused the request with HTTP {e.status_code}: "
                             f"{FATAL_REASONS.get(e.status_code, 'see the server log')}") from e
-        finally:  # an error or interrupt leaves requests in flight: cancel them and close the connections
-            leftover = asyncio.all_tasks(loop)
-            for task in leftover:
-                task.cancel()
-            try:
-                if leftover:
-                    loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
-                if caller is not None:
-                    loop.run_until_complete(caller.close())
-            finally:
-                loop.close()
-        self._report(table, len(shards), reused, caller, done, ctx)
+        finally:
+            requests.close()
+        self._report(table, len(shards), reused, requests.caller, requests.done, ctx)
         return table
 
     def _rows(self, question: dict, first: int, count: int, reply: Reply) -> list[dict]:
@@ -343,3 +275,88 @@ class OpenAITeacher(Teacher):
                 f"retries ({kinds}) at {', '.join(self.servers)}, more than max_failed_share = {s.max_failed_share}; "
                 f"the answered ones are kept: run again to retry the rest"
             )
+
+
+def has_failures(table: pa.Table) -> bool:
+    """A shard with requests that failed after their retries: run_sharded sends them again."""
+    return pc.any(pc.starts_with(table.column("finish_reason"), ERROR)).as_py() or False
+
+
+class _ShardedRequests:
+    """One generate call's requests, on an event loop of its own, fed to run_sharded shard by shard."""
+
+    def __init__(self, teacher: OpenAITeacher, qrows: list[dict], shards: list[list[tuple[int, int]]],
+                 per_call: int, api_key: str):
+        self.teacher, self.qrows, self.shards, self.per_call, self.api_key = teacher, qrows, shards, per_call, api_key
+        self.loop = asyncio.new_event_loop()
+        self.caller: Caller | None = None
+        self.work: dict[int, list[tuple[tuple[int, int], asyncio.Task | list[dict] | None]]] = {}
+        self.order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
+        self.position: dict[int, int] = {}
+        self.done = {"tokens": 0, "started": time.perf_counter()}
+        self.advance = lambda n=1, info=None: None  # the progress task's, set once it is open
+
+    async def _open_caller(self) -> Caller:  # in the loop: the client's connections and limiters belong to it
+        s = self.teacher.settings
+        return Caller(base_urls=self.teacher.servers, api_key=self.api_key, endpoint=s.endpoint,
+                      timeout_s=s.timeout_s, concurrency=s.concurrency, max_retries=s.max_retries,
+                      backoff_s=s.backoff_s, max_backoff_s=s.max_backoff_s, requests_per_minute=s.requests_per_minute,
+                      tokens_per_minute=s.tokens_per_minute, cooldown_s=s.cooldown_s)
+
+    def plan(self, todo: dict[int, pa.Table | None]) -> None:
+        """run_sharded's plan: a redone shard keeps its answered rows; only failed requests go out again."""
+        for i, stale in todo.items():
+            kept = {}
+            if stale is not None:
+                kept = {r["trace_id"]: r for r in stale.to_pylist() if not r["finish_reason"].startswith(ERROR)}
+            self.work[i] = []
+            for q, k in self.shards[i]:
+                rows = [kept.get(trace_id(self.qrows[q]["question_id"], k + j)) for j in range(self.per_call)]
+                self.work[i].append(((q, k), rows if all(rows) else None))
+        self.position.update({i: len(self.order) + p for p, i in enumerate(todo)})
+        self.order.extend(todo)
+        if todo and self.caller is None:
+            self.caller = self.loop.run_until_complete(self._open_caller())
+
+    def _start(self, i: int) -> None:
+        """Create the tasks of shard i (once). Shards are started a few ahead of the one being written, so the
+        concurrency stays full across shard boundaries without holding a task per request of a
+        million-request run in memory."""
+        s = self.teacher.settings
+        for j, (call, rows) in enumerate(self.work[i]):
+            if rows is None:
+                q, k = call
+                question = self.qrows[q]
+                request = self.teacher._request(question["question"], question["question_id"], k, self.per_call)
+                estimate = len(question["question"]) // 4 + len(s.system_prompt or "") // 4
+                self.work[i][j] = (call, self.loop.create_task(self.caller.call(request, estimate)))
+
+    def run_shard(self, i: int) -> pa.Table:
+        for ahead in self.order[self.position[i]:self.position[i] + 3]:
+            self._start(ahead)
+        pending = [task for _, task in self.work[i] if isinstance(task, asyncio.Task)]
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending))
+        rows = []
+        for (q, k), item in self.work.pop(i):
+            if isinstance(item, asyncio.Task):
+                rows += self.teacher._rows(self.qrows[q], k, self.per_call, item.result())
+                self.done["tokens"] += item.result().completion_tokens
+            else:
+                rows += item
+        elapsed = time.perf_counter() - self.done["started"]
+        self.advance(0, info=f"{self.done['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
+        return pa.Table.from_pylist(rows, schema=API_TRACES)
+
+    def close(self) -> None:
+        """An error or interrupt leaves requests in flight: cancel them and close the connections."""
+        leftover = asyncio.all_tasks(self.loop)
+        for task in leftover:
+            task.cancel()
+        try:
+            if leftover:
+                self.loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            if self.caller is not None:
+                self.loop.run_until_complete(self.caller.close())
+        finally:
+            self.loop.close()
