@@ -292,85 +292,24 @@ class VLLMTeacher(Teacher):
         qrows = questions.select(QUESTIONS.names).to_pylist()
         per_call, shards, ids = self._layout(qrows)
         only = None if replica is None else {i for i in range(len(shards)) if i % replica[1] == replica[0]}
-
-        def request_id(q: int, k: int) -> str:  # a request's first trace names it
-            return trace_id(qrows[q]["question_id"], k)
-
         owned = self._llm is None  # an engine opened by the caller stays open
-        order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
-        position: dict[int, int] = {}
-        cursor = {"next": 0}  # position in order of the next shard to queue
-        pending: set[str] = set()  # request ids in the engine
-        finished: dict[str, Any] = {}  # request id -> RequestOutput
-        done = {"tokens": 0, "started": None}
-
-        def plan(todo: dict[int, pa.Table | None]) -> None:
-            position.update({i: len(order) + p for p, i in enumerate(todo)})
-            order.extend(todo)
-
-        def queue(i: int, llm) -> None:
-            from vllm.inputs import TokensPrompt
-
-            tokenizer = llm.get_tokenizer()
-            prompts = [TokensPrompt(prompt_token_ids=self._prompt(tokenizer, qrows[q]["question"]))
-                       for q, _ in shards[i]]
-            # rendered as LLM.generate renders them (vLLM 0.32 deprecates raw prompts in add_request);
-            # requests go to the engine under our own ids: LLM.enqueue returns ids its outputs do not carry
-            render = getattr(llm, "_preprocess_cmpl", None)
-            for (q, k), prompt in zip(shards[i], render(prompts) if render else prompts):
-                rid = request_id(q, k)
-                llm.llm_engine.add_request(rid, prompt, self._params(qrows[q]["question_id"], k, per_call))
-                pending.add(rid)
-
-        def top_up(i: int, llm, window: int) -> None:
-            """Queue shards in order up to shard i, then beyond it while the engine holds under a window."""
-            while cursor["next"] < len(order):
-                if cursor["next"] > position[i] and len(pending) * per_call >= window:
-                    return
-                queue(order[cursor["next"]], llm)
-                cursor["next"] += 1
-
-        def run_shard(i: int) -> pa.Table:
-            llm = self.engine(ctx)
-            engine = llm.llm_engine
-            if done["started"] is None:
-                done["started"] = time.perf_counter()
-            window = s.queued_sequences or 2 * engine.vllm_config.scheduler_config.max_num_seqs
-            top_up(i, llm, window)
-            wanted = [request_id(q, k) for q, k in shards[i]]
-            while any(w not in finished for w in wanted):
-                if not engine.has_unfinished_requests():
-                    missing = [w for w in wanted if w not in finished]
-                    raise RuntimeError(f"teacher vllm: the engine went idle without answering {missing[:3]}")
-                for out in engine.step():
-                    if out.finished and out.request_id in pending:
-                        pending.discard(out.request_id)
-                        finished[out.request_id] = out
-                top_up(i, llm, window)  # refill as requests finish, so no shard boundary drains the batch
-            rows = []
-            tokenizer = llm.get_tokenizer()
-            for (q, k), rid in zip(shards[i], wanted):
-                rows += self._rows(qrows[q], k, finished.pop(rid), tokenizer)
-            done["tokens"] += sum(r["completion_tokens"] for r in rows)
-            elapsed = time.perf_counter() - done["started"]
-            advance(0, info=f"{done['tokens'] / max(elapsed, 1e-9):.0f} tok/s")
-            return pa.Table.from_pylist(rows, schema=VLLM_TRACES)
-
+        feed = _EngineFeed(self, ctx, qrows, shards, per_call)
         progress = ctx.progress or Progress(disable=True)
         try:
             total = sum(len(ids[i]) for i in range(len(ids)) if only is None or i in only)
             with progress.task(f"teacher vllm ({s.model})", total=total) as advance:
-                table, reused = run_sharded(ids, ctx.scratch, run_shard, VLLM_TRACES, advance, plan=plan,
+                feed.advance = advance
+                table, reused = run_sharded(ids, ctx.scratch, feed.run_shard, VLLM_TRACES, advance, plan=feed.plan,
                                             only=only)
         finally:
-            if pending and self._llm is not None:  # an error or interrupt: leave no request behind in the engine
-                self._llm.llm_engine.abort_request(sorted(pending))
+            if feed.pending and self._llm is not None:  # an error or interrupt: leave no request behind in the engine
+                self._llm.llm_engine.abort_request(sorted(feed.pending))
             if owned:
                 self.close()
-        elapsed = time.perf_counter() - done["started"] if done["started"] is not None else 0.0
+        elapsed = time.perf_counter() - feed.started if feed.started is not None else 0.0
         ctx.stats.update(
-            shards=len(shards) if only is None else len(only), shards_resumed=reused, generated_tokens=done["tokens"],
-            generate_s=round(elapsed, 1), tokens_per_s=round(done["tokens"] / elapsed, 1) if elapsed else None,
+            shards=len(shards) if only is None else len(only), shards_resumed=reused, generated_tokens=feed.tokens,
+            generate_s=round(elapsed, 1), tokens_per_s=round(feed.tokens / elapsed, 1) if elapsed else None,
         )
         if replica is None:  # a replica's parent reports the device (a replica with nothing to do imports no torch)
             ctx.stats["device"] = device = self._device()
@@ -482,3 +421,81 @@ class VLLMTeacher(Teacher):
                 "reasoning_tokens": reasoning,
             })
         return rows
+
+
+class _EngineFeed:
+    """One engine's requests, fed to it in shard order for run_sharded: topped up after every step, so the shard
+    being written finishes while the next ones already run."""
+
+    def __init__(self, teacher: VLLMTeacher, ctx: Context, qrows: list[dict], shards: list[list[tuple[int, int]]],
+                 per_call: int):
+        self.teacher, self.ctx, self.qrows, self.shards, self.per_call = teacher, ctx, qrows, shards, per_call
+        self.order: list[int] = []  # shards to run, in order; position[i] = index of shard i in it
+        self.position: dict[int, int] = {}
+        self.next = 0  # position in order of the next shard to queue
+        self.pending: set[str] = set()  # request ids in the engine
+        self.finished: dict[str, Any] = {}  # request id -> RequestOutput
+        self.tokens = 0
+        self.started: float | None = None
+        self.advance = lambda n=1, info=None: None  # the progress task's, set once it is open
+
+    def request_id(self, q: int, k: int) -> str:  # a request's first trace names it
+        return trace_id(self.qrows[q]["question_id"], k)
+
+    def plan(self, todo: dict[int, pa.Table | None]) -> None:
+        self.position.update({i: len(self.order) + p for p, i in enumerate(todo)})
+        self.order.extend(todo)
+
+    def _queue(self, i: int, llm) -> None:
+        from vllm.inputs import TokensPrompt
+
+        tokenizer = llm.get_tokenizer()
+        shard = self.shards[i]
+        prompts = [TokensPrompt(prompt_token_ids=self.teacher._prompt(tokenizer, self.qrows[q]["question"]))
+                   for q, _ in shard]
+        # rendered as LLM.generate renders them (vLLM 0.32 deprecates raw prompts in add_request);
+        # requests go to the engine under our own ids: LLM.enqueue returns ids its outputs do not carry
+        render = getattr(llm, "_preprocess_cmpl", None)
+        for (q, k), prompt in zip(shard, render(prompts) if render else prompts):
+            rid = self.request_id(q, k)
+            llm.llm_engine.add_request(rid, prompt, self.teacher._params(self.qrows[q]["question_id"], k,
+                                                                         self.per_call))
+            self.pending.add(rid)
+
+    def _top_up(self, i: int, llm, window: int) -> None:
+        """Queue shards in order up to shard i, then beyond it while the engine holds under a window."""
+        while self.next < len(self.order):
+            if self.next > self.position[i] and len(self.pending) * self.per_call >= window:
+                return
+            self._queue(self.order[self.next], llm)
+            self.next += 1
+
+    def _step_until(self, wanted: list[str], i: int, llm, window: int) -> None:
+        """Step the engine until every wanted request has finished, refilling it as requests finish."""
+        engine = llm.llm_engine
+        while any(w not in self.finished for w in wanted):
+            if not engine.has_unfinished_requests():
+                missing = [w for w in wanted if w not in self.finished]
+                raise RuntimeError(f"teacher vllm: the engine went idle without answering {missing[:3]}")
+            for out in engine.step():
+                if out.finished and out.request_id in self.pending:
+                    self.pending.discard(out.request_id)
+                    self.finished[out.request_id] = out
+            self._top_up(i, llm, window)
+
+    def run_shard(self, i: int) -> pa.Table:
+        llm = self.teacher.engine(self.ctx)
+        if self.started is None:
+            self.started = time.perf_counter()
+        window = self.teacher.settings.queued_sequences or 2 * llm.llm_engine.vllm_config.scheduler_config.max_num_seqs
+        self._top_up(i, llm, window)
+        wanted = [self.request_id(q, k) for q, k in self.shards[i]]
+        self._step_until(wanted, i, llm, window)
+        rows = []
+        tokenizer = llm.get_tokenizer()
+        for (q, k), rid in zip(self.shards[i], wanted):
+            rows += self.teacher._rows(self.qrows[q], k, self.finished.pop(rid), tokenizer)
+        self.tokens += sum(r["completion_tokens"] for r in rows)
+        elapsed = time.perf_counter() - self.started
+        self.advance(0, info=f"{self.tokens / max(elapsed, 1e-9):.0f} tok/s")
+        return pa.Table.from_pylist(rows, schema=VLLM_TRACES)
