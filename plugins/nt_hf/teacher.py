@@ -12,6 +12,7 @@ its thinking, counted on the generated ids (records.py: the optional column; the
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -21,7 +22,7 @@ from pydantic import Field
 from nt_harness.components import Context, Settings, Teacher
 from nt_harness.progress import Progress
 from nt_harness.records import QUESTIONS, TRACES, trace_id
-from nt_hf.generation import ChatModel, Sampling, batch_seed, chat_prompt, load_tokenizer
+from nt_hf.generation import ChatModel, Completion, Sampling, batch_seed, chat_prompt, load_tokenizer
 from nt_harness.shards import run_sharded
 from nt_harness.traces import split_trace
 
@@ -60,6 +61,18 @@ def thinking_token_count(decode, token_ids: list[int], prefix: str, think_start:
         else:
             hi = mid - 1
     return lo
+
+
+@dataclass
+class Samples:
+    """A batch's samples, prompt by prompt: the first completion, the final one (the forced answer's where one
+    was forced, else the first), the text (prefill, thinking, any forced answer), whether the thinking ended."""
+
+    first: list[Completion]
+    finals: list[Completion]
+    texts: list[str]
+    ended: list[bool]
+    forced: list[int]  # the samples continued with force_answer
 
 
 class HFTeacher(Teacher):
@@ -109,8 +122,6 @@ class HFTeacher(Teacher):
         order = sorted(range(len(qrows)), key=lambda q: (len(prompts[q]), q))
         groups = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
         ids = [[trace_id(qrows[q]["question_id"], k) for q in group for k in range(s.n)] for group in groups]
-        sampling = Sampling(s.temperature, s.top_p, s.top_k)
-        stop = tuple(s.stop)
         model: ChatModel | None = None  # loaded only when a batch has to run (a fully resumed run needs none)
         done = {"tokens": 0, "seconds": 0.0}
 
@@ -120,58 +131,10 @@ class HFTeacher(Teacher):
                 model = ChatModel(ctx.resolve_model(s.model), threads=ctx.threads, dtype=s.dtype)
             started = time.perf_counter()
             rows_q = [q for q in groups[i] for _ in range(s.n)]
-            seed = batch_seed(s.seed, i)
-            first = model.complete([prompts[q] for q in groups[i]], s.max_new_tokens, sampling, seed, s.n, stop)
-            texts = [s.prefill + model.decode(c.token_ids) for c in first]
-            # thinking ended on its own (think_end written, or EOS), not cut off by max_new_tokens
-            ended = [c.stopped or s.think_end in t for c, t in zip(first, texts)]
-            finals = list(first)
-            forced: list[int] = []
-            if s.force_answer is not None:
-                # ended without closing its thinking and without having answered (a stop string)
-                forced = [j for j, c in enumerate(first) if s.think_end not in texts[j] and not c.at_stop_string
-                          and (c.stopped or s.budget_forcing)]
-                suffix = model.encode(s.force_answer)
-                answers = model.complete(
-                    [prompts[rows_q[j]] + first[j].token_ids + suffix for j in forced],
-                    s.answer_max_tokens, sampling, seed + 1, stop=stop,
-                )
-                for j, c in zip(forced, answers):
-                    texts[j] += s.force_answer + model.decode(c.token_ids)
-                    finals[j] = c
-                    ended[j] = True
-            if s.answer_from == "source":
-                read = ctx.source.final_answers(questions.take(rows_q), texts) if ctx.source else [None] * len(texts)
-                opened, closed = s.answer_tags
-                split = [(t.strip(), "" if a is None else f"{opened}{a}{closed}") for t, a in zip(texts, read)]
-                ended = [e and a is not None for e, a in zip(ended, read)]  # no answer: incomplete
-            else:
-                split = [split_trace(t, s.think_start, s.think_end)[:2] for t in texts]
-            rows = []
-            for j, q in enumerate(rows_q):
-                thinking, answer = split[j]
-                generated = len(first[j].token_ids) + (len(finals[j].token_ids) if finals[j] is not first[j] else 0)
-                if s.answer_from == "source":  # the whole response is the thinking
-                    reasoning = generated
-                elif j in forced:  # ended without think_end: all it wrote before the forced answer is thinking
-                    reasoning = len(first[j].token_ids)
-                else:
-                    reasoning = thinking_token_count(model.decode, first[j].token_ids, s.prefill, s.think_start,
-                                                     s.think_end)
-                rows.append({
-                    **qrows[q],
-                    "trace_id": ids[i][j],
-                    "teacher": s.model,
-                    "sample": j % s.n,
-                    "thinking": thinking,
-                    "answer": answer,
-                    "complete": ended[j],
-                    "finish_reason": "stop" if finals[j].stopped else "length",
-                    "prompt_tokens": len(prompts[q]),
-                    "completion_tokens": generated,
-                    "reasoning_tokens": reasoning,
-                })
-                done["tokens"] += generated
+            samples = self._sample(model, [prompts[q] for q in groups[i]], batch_seed(s.seed, i))
+            rows = self._rows(samples, model, [qrows[q] for q in rows_q], ids[i], [len(prompts[q]) for q in rows_q],
+                              questions.take(rows_q), ctx)
+            done["tokens"] += sum(r["completion_tokens"] for r in rows)
             done["seconds"] += time.perf_counter() - started
             advance(0, info=f"{done['tokens'] / max(done['seconds'], 1e-9):.0f} tok/s")
             return pa.Table.from_pylist(rows, schema=HF_TRACES)
@@ -187,3 +150,68 @@ class HFTeacher(Teacher):
             tokens_per_s=round(done["tokens"] / done["seconds"], 1) if done["seconds"] else None,
         )
         return table
+
+    def _sample(self, model: ChatModel, prompts: list[list[int]], seed: int) -> Samples:
+        """Each prompt's n samples. With ``force_answer``, a sample whose thinking did not close is continued
+        with it, so a small model that stops (or runs out of tokens) mid-thought still answers."""
+        s = self.settings
+        sampling, stop = Sampling(s.temperature, s.top_p, s.top_k), tuple(s.stop)
+        first = model.complete(prompts, s.max_new_tokens, sampling, seed, s.n, stop)
+        texts = [s.prefill + model.decode(c.token_ids) for c in first]
+        # thinking ended on its own (think_end written, or EOS), not cut off by max_new_tokens
+        ended = [c.stopped or s.think_end in t for c, t in zip(first, texts)]
+        finals = list(first)
+        forced: list[int] = []
+        if s.force_answer is not None:
+            # ended without closing its thinking and without having answered (a stop string)
+            forced = [j for j, c in enumerate(first) if s.think_end not in texts[j] and not c.at_stop_string
+                      and (c.stopped or s.budget_forcing)]
+            suffix = model.encode(s.force_answer)
+            answers = model.complete(
+                [prompts[j // s.n] + first[j].token_ids + suffix for j in forced],
+                s.answer_max_tokens, sampling, seed + 1, stop=stop,
+            )
+            for j, c in zip(forced, answers):
+                texts[j] += s.force_answer + model.decode(c.token_ids)
+                finals[j] = c
+                ended[j] = True
+        return Samples(first, finals, texts, ended, forced)
+
+    def _rows(self, samples: Samples, model: ChatModel, qrows: list[dict], ids: list[str], prompt_tokens: list[int],
+              asked: pa.Table, ctx: Context) -> list[dict]:
+        """One trace per sample; ``qrows``, ``ids``, ``prompt_tokens`` and ``asked`` (the questions' rows) are
+        per sample too."""
+        s = self.settings
+        first, finals, texts, ended = samples.first, samples.finals, samples.texts, samples.ended
+        if s.answer_from == "source":
+            read = ctx.source.final_answers(asked, texts) if ctx.source else [None] * len(texts)
+            opened, closed = s.answer_tags
+            split = [(t.strip(), "" if a is None else f"{opened}{a}{closed}") for t, a in zip(texts, read)]
+            ended = [e and a is not None for e, a in zip(ended, read)]  # no answer: incomplete
+        else:
+            split = [split_trace(t, s.think_start, s.think_end)[:2] for t in texts]
+        rows = []
+        for j, question in enumerate(qrows):
+            thinking, answer = split[j]
+            generated = len(first[j].token_ids) + (len(finals[j].token_ids) if finals[j] is not first[j] else 0)
+            if s.answer_from == "source":  # the whole response is the thinking
+                reasoning = generated
+            elif j in samples.forced:  # ended without think_end: all it wrote before the forced answer is thinking
+                reasoning = len(first[j].token_ids)
+            else:
+                reasoning = thinking_token_count(model.decode, first[j].token_ids, s.prefill, s.think_start,
+                                                 s.think_end)
+            rows.append({
+                **question,
+                "trace_id": ids[j],
+                "teacher": s.model,
+                "sample": j % s.n,
+                "thinking": thinking,
+                "answer": answer,
+                "complete": ended[j],
+                "finish_reason": "stop" if finals[j].stopped else "length",
+                "prompt_tokens": prompt_tokens[j],
+                "completion_tokens": generated,
+                "reasoning_tokens": reasoning,
+            })
+        return rows
