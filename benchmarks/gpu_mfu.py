@@ -225,6 +225,42 @@ def compiled_modules(model) -> int:
     return sum(isinstance(m, OptimizedModule) for m in model.modules())
 
 
+def step_batches(steps_mod, args, batch: int, row: bool, compile: bool):
+    """(examples, packs, each step's packs, each step's batch): the packed steps ours and plain train on, the
+    examples TRL packs itself."""
+    examples = synthetic_examples(args.examples * batch, SHAPES[args.shape]["vocab_size"], args.seq, args.seed)
+    lengths = [len(e["input_ids"]) for e in examples]
+    packs = [[examples[i] for i in p] for p in steps_mod.pack_examples(lengths, args.seq)]
+    # in a seeded random order, as the trainer's sampler and TRL's draw them (best-fit decreasing puts the
+    # longest examples, with the most attention per token, in the first packs)
+    random.Random(args.seed).shuffle(packs)
+    chunks = [packs[i : i + batch] for i in range(0, len(packs), batch)]
+    needed = args.warmup + args.steps + args.profile
+    if len(chunks) < needed:
+        raise SystemExit(f"{len(chunks)} batches of packs for {needed} steps: raise --examples")
+    chunks = chunks[:needed]
+    # compiled, in one shape for every step, as the trainer lays out a compiled run's packs
+    layout = steps_mod.Layout.of(packs, batch, args.seq) if compile else None
+    batches = [steps_mod.pack_batch(chunk, 0, one_row=row, varlen=row, layout=layout) for chunk in chunks]
+    return examples, packs, chunks, batches
+
+
+def side_model(side: str, steps_mod, args, attn: str, liger: bool, fused_ce: bool, compile_mode, device: str):
+    """The model as the side sets it up before training: ours as the trainer does, plain by hand."""
+    model, config = build_model(args.shape, args.seq, attn, device)
+    if liger and side == "ours":
+        steps_mod.apply_liger(model, fused_ce)  # what the trainer does
+    elif liger and side == "plain":
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
+    if compile_mode is not None and side == "ours":
+        steps_mod.compile_loss(model, compile_mode, static_shapes=True)  # the trainer's too
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, config
+
+
 def run_one(side: str, config_name: str, args) -> dict:
     attn, liger, fused_ce, compile_mode, _, batch = parse_config(config_name)
     compile, batch = compile_mode is not None, batch or args.batch
@@ -235,33 +271,8 @@ def run_one(side: str, config_name: str, args) -> dict:
         steps_mod.register_varlen_attention()
         if not steps_mod.varlen_available():
             raise SystemExit(f"varlen: {steps_mod.varlen_error or 'needs a CUDA GPU of compute capability 8.0+'}")
-    examples = synthetic_examples(args.examples * batch, SHAPES[args.shape]["vocab_size"], args.seq, args.seed)
-    lengths = [len(e["input_ids"]) for e in examples]
-    packs = [[examples[i] for i in p] for p in steps_mod.pack_examples(lengths, args.seq)]
-    # in a seeded random order, as the trainer's sampler and TRL's draw them (best-fit decreasing puts the
-    # longest examples, with the most attention per token, in the first packs)
-    random.Random(args.seed).shuffle(packs)
-    row = attn in ROW_KERNELS
-    chunks = [packs[i : i + batch] for i in range(0, len(packs), batch)]
-    needed = args.warmup + args.steps + args.profile
-    if len(chunks) < needed:
-        raise SystemExit(f"{len(chunks)} batches of packs for {needed} steps: raise --examples")
-    chunks = chunks[:needed]
-    # compiled, in one shape for every step, as the trainer lays out a compiled run's packs
-    layout = steps_mod.Layout.of(packs, batch, args.seq) if compile else None
-    batches = [steps_mod.pack_batch(chunk, 0, one_row=row, varlen=row, layout=layout) for chunk in chunks]
-
-    model, config = build_model(args.shape, args.seq, attn, device)
-    if liger and side == "ours":
-        steps_mod.apply_liger(model, fused_ce)  # what the trainer does
-    elif liger and side == "plain":
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance
-
-        _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=fused_ce)
-    if compile and side == "ours":
-        steps_mod.compile_loss(model, compile_mode, static_shapes=True)  # the trainer's too
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    examples, packs, chunks, batches = step_batches(steps_mod, args, batch, attn in ROW_KERNELS, compile)
+    model, config = side_model(side, steps_mod, args, attn, liger, fused_ce, compile_mode, device)
     leak = packing_leak(model, packs[0], device) if side == "ours" else None
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -278,7 +289,7 @@ def run_one(side: str, config_name: str, args) -> dict:
     if side != "trl":
         step_lengths = [[len(e["input_ids"]) for pack in chunk for e in pack] for chunk in chunks]
     seconds = clock.timed_s
-    timed, profiled_steps = slice(args.warmup, args.warmup + args.steps), slice(args.warmup + args.steps, needed)
+    timed, profiled_steps = slice(args.warmup, args.warmup + args.steps), slice(args.warmup + args.steps, len(chunks))
     timed_lengths = [n for step in step_lengths[timed] for n in step]
     # padding included; TRL is padding-free: one row of examples end to end
     computed = sum(b["input_ids"].numel() for b in batches[timed]) if side != "trl" else sum(timed_lengths)
