@@ -17,7 +17,7 @@ sum is replaced by the makespan of the same graph scheduled on w workers with th
 stages in plan order, as `local-parallel` schedules them), and the idle worker time that remains is shared
 out: (wall - ideal makespan) * w / stages. So a worker's start-up, plugin import and store access per stage
 count; the graph's own limits on parallelism do not. It includes the command's fixed cost (start-up, planning,
-leaderboard), which `local` pays too: the "vs local" column takes `local`'s away. Target (issue 21): at most
+leaderboard), which `local` pays too: the "vs local" column takes `local`'s away. Target: at most
 2 s per stage, and at most 5 % of a stage's own time at the embedded default.
 
 `--plugins minimal` (default) loads only this study and the installed executor plugins in the command and its

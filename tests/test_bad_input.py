@@ -1,4 +1,4 @@
-"""Every bad input is one clear line, no silent wrong state, nothing written outside its place (issue 20).
+"""Every bad input is one clear line, no silent wrong state, nothing written outside its place.
 
 Each case runs the real command line (click's CliRunner in this process; its own process where it needs one)
 and asserts the exit code, exactly one line naming the problem, no traceback, and that the failed command

@@ -1,4 +1,4 @@
-"""The study as a graph of stages, the executors that build it, and a store many processes share (issue 21).
+"""The study as a graph of stages, the executors that build it, and a store many processes share.
 
 The study is tests/study_plugin.py: model-free components, installed as a plugin for the commands here
 (workers of `local-parallel` load plugins from entry points); its stages log their builds to builds.log."""

@@ -160,7 +160,7 @@ class OpenAITeacher(Teacher):
     def key_settings(self) -> dict:
         """A list of servers holds replicas of one model (``model`` is in the key): which of them answer is
         execution, like concurrency, so a stopped run resumes on other nodes. A single base_url stays in the
-        key, as it always was: it may name a provider."""
+        key: it may name a provider, whose traces are its own, and stored pools keep their keys."""
         key = super().key_settings()
         if isinstance(self.settings.base_url, list):
             del key["base_url"]

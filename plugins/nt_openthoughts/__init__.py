@@ -26,9 +26,9 @@ OT3_TRAINER = {"name": "sft", "lr": 8e-5, "epochs": 5, "schedule": "cosine", "wa
                "weight_decay": 0.0, "batch_size": 4, "global_batch": 512, "packing": True, "max_length": 16384}
 # OpenThinker-7B on OpenThoughts-114k (model card open-thoughts/OpenThinker-7B, training hyperparameters: lr 1e-05,
 # train_batch_size 1 per device, 32 devices, cosine, warmup 0.1, 3 epochs; open-thoughts train/README.md:
-# cutoff_len 16384, and packing only from OpenThinker2 on). Global batch 96 = 32 devices x 1 x 3 accumulation (the
-# issue's target; the card's accumulation line is not in the stored copy). weight decay: not fixed by the paper:
-# ours (0.0, the Trainer default the card runs under; it lists none).
+# cutoff_len 16384, and packing only from OpenThinker2 on). Global batch 96 = 32 devices x 1 x 3 accumulation (ours
+# where the card's accumulation line could not be read). weight decay: not fixed by the paper: ours (0.0, the
+# Trainer default the card runs under; it lists none).
 OT114K_TRAINER = {"name": "sft", "lr": 1e-5, "epochs": 3, "schedule": "cosine", "warmup_ratio": 0.1,
                   "weight_decay": 0.0, "batch_size": 1, "global_batch": 96, "max_length": 16384}
 RELEASED = {"source": {"name": "openthoughts-released"}, "teacher": {"name": "released"}, "selector": {"name": "as-is"}}
