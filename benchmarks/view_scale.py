@@ -11,7 +11,7 @@ own process, and measures, each as a median over repeats:
   rows drawn (the first paint a person sees), and from typing a filter to the filtered rows drawn.
 
 The anchor is what a researcher does today: pandas reading the same Parquet files (only the columns
-needed), merging on trace_id, and the same filter, sort and head(50). Goals (issue 22): first paint < 1 s,
+needed), merging on trace_id, and the same filter, sort and head(50). Goals: first paint < 1 s,
 a filter < 300 ms.
 
     python benchmarks/view_scale.py                  # 1M traces

@@ -110,7 +110,7 @@ def test_inline_toml_that_does_not_parse_says_so_and_a_plain_word_stays_a_string
     assert parse_value("Don't guess.") == "Don't guess." and parse_value("1e-5") == 1e-5
 
 
-# the RunSpec: one typed spec, checked before any work (issue 23) ---------------------------------------------
+# the RunSpec: one typed spec, checked before any work ---------------------------------------------
 def test_a_run_spec_takes_whole_numbers_only_and_names_each_wrong_setting():
     good = dict(source="gym", teacher={"name": "hf", "n": 2}, selector="random", trainer="sft", student="smollm2",
                 budget=16)

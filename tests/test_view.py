@@ -1,4 +1,4 @@
-"""`nt-harness view` and `nt-harness export` on a tiny real compare (issue 22).
+"""`nt-harness view` and `nt-harness export` on a tiny real compare.
 
 The study is real: SmolLM2 teaches and is the student (so its answers are right, wrong and missing), real
 training and lm-eval scoring, about a minute and a half. Pages are checked through Starlette's test client and,
