@@ -173,7 +173,8 @@ def test_a_published_folder_without_its_store_shows_its_leaderboard_and_says_wha
     client = TestClient(app(Site(open_studies([folder], tmp_path / "no-store"))))
     board = client.get(f"/{folder.name}/index.html")
     assert board.status_code == 200 and "naturalthoughts" in board.text and "bars_gym_heldout.png" in board.text
-    assert client.get(f"/{folder.name}/figures/bars_gym_heldout.png").content == (folder / "bars_gym_heldout.png").read_bytes()
+    figure = client.get(f"/{folder.name}/figures/bars_gym_heldout.png")
+    assert figure.content == (folder / "bars_gym_heldout.png").read_bytes()
     selection = json.loads((folder / "leaderboard.json").read_text())["runs"][1]["stages"]["select"]
     page = client.get(f"/{folder.name}/r1/selection.html")
     assert page.status_code == 200 and f"selection {selection} is not in the store" in page.text
@@ -199,7 +200,8 @@ def test_query_filters_sorts_and_pages_like_pandas():
     df["reason"] = df["reason"].astype(str)
     params = {"page": "3", "size": "40", "filter[0][field]": "reason", "filter[0][type]": "=",
               "filter[0][value]": "dropped: b", "filter[1][field]": "question", "filter[1][type]": "like",
-              "filter[1][value]": "delta", "filter[2][field]": "kept", "filter[2][type]": "=", "filter[2][value]": "false",
+              "filter[1][value]": "delta", "filter[2][field]": "kept", "filter[2][type]": "=",
+              "filter[2][value]": "false",
               "sort[0][field]": "tokens", "sort[0][dir]": "desc"}
     answer = tables.query(table, params, orders={})
     want = df[(df.reason == "dropped: b") & df.question.str.contains("delta", case=False) & ~df.kept]
@@ -234,7 +236,8 @@ def test_export_round_trips_through_datasets(site, study, tmp_path):
     pool = {x["trace_id"]: x for x in stored(r, "teacher").to_pylist()}
     assert loaded["thinking"] == [pool[t]["thinking"] for t in chosen]
     everything = datasets.load_dataset(str(tmp_path / "pool"))["train"]
-    assert sorted(everything["trace_id"]) == sorted(pool) and set(everything["reason"]) == {x["reason"] for x in selection}
+    assert sorted(everything["trace_id"]) == sorted(pool)
+    assert set(everything["reason"]) == {x["reason"] for x in selection}
     answers = datasets.load_dataset(str(tmp_path / "eval"))
     assert list(answers) == [re.sub(r"\W+", "_", t) for t in r.tasks()]
     assert answers[re.sub(r"\W+", "_", task)]["status"] == r.samples(task).column("status").to_pylist()

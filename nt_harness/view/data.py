@@ -187,7 +187,8 @@ class Run:
         """Every trace in full (for a static site), read in one pass rather than one lookup each."""
         stages = self.result.stages
         table = pq.read_table(self.entry("select", stages["select"]) / "data.parquet")
-        for stage, key in [("teacher", stages.get("teacher", ""))] + [("annotate", k) for k in stages.get("annotate", [])]:
+        inputs = [("teacher", stages.get("teacher", ""))] + [("annotate", k) for k in stages.get("annotate", [])]
+        for stage, key in inputs:
             path = self.entry(stage, key)
             if path is not None:
                 table = _beside(table, pq.read_table(path / "data.parquet"))

@@ -12,8 +12,9 @@ function ntColumns(columns, opts) {
     if (c.numeric) { col.sorter = "number"; col.hozAlign = "right"; }
     if (c.field === opts.linkColumn) {  // opens the row's page, named by its linkField
       col.formatter = "link";
-      col.formatterParams = {url: function (cell) { return opts.link.replace("{}", cell.getRow().getData()[opts.linkField]); },
-                             label: function (cell) { return cell.getValue(); }};
+      col.formatterParams = {
+        url: function (cell) { return opts.link.replace("{}", cell.getRow().getData()[opts.linkField]); },
+        label: function (cell) { return cell.getValue(); }};
     }
     return col;
   });
@@ -56,6 +57,9 @@ function ntLeaderboard(el, headers, rows) {
 }
 
 function leading(a, b) {  // "0.3102 ± 0.0311", "+0.074 (p=0.011)", "1,657": by the first number in the cell
-  function num(v) { var m = String(v).replace(/,/g, "").match(/[-+]?\d*\.?\d+(e[-+]?\d+)?/i); return m ? parseFloat(m[0]) : -Infinity; }
+  function num(v) {
+    var m = String(v).replace(/,/g, "").match(/[-+]?\d*\.?\d+(e[-+]?\d+)?/i);
+    return m ? parseFloat(m[0]) : -Infinity;
+  }
   return num(a) - num(b);
 }
