@@ -23,35 +23,14 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO
+from test_e2e import PROFILE as E2E_PROFILE
 from nt_harness import cli as cli_module
 from nt_harness.view.app import Site, app, write_site
 from nt_harness.view.data import NO_ANSWER, RIGHT, WRONG, open_studies
 
-PROFILE = """
-name = "tiny-smollm2"
-description = "seconds-scale study whose student answers: right, wrong and missing answers to look at"
-student = "smollm2"
-budget = 4
-seed = 0
-[source]
-name = "gym"
-per_family = 2
-families = ["chain_sum", "lcm", "letter_counting", "aiw"]
-[teacher]
-name = "hf"
-model = "smollm2"
-n = 2
-max_new_tokens = 48
-batch_size = 8
-[trainer]
-name = "sft"
-epochs = 1
-batch_size = 2
-[[benchmarks]]
-name = "lmeval"
-limit = 6
-max_gen_toks = 16
-"""
+# test_e2e's seconds-scale profile, with SmolLM2 as the student too: its answers are right, wrong and missing
+PROFILE = E2E_PROFILE.replace('student = "tiny-llama"', 'student = "smollm2"')
+assert 'student = "smollm2"' in PROFILE
 
 
 @pytest.fixture(scope="module")
