@@ -25,8 +25,9 @@ from nt_harness.records import NO_ANSWER as NO_ANSWER_METRIC
 from nt_harness.records import TRAIN_METRICS
 
 PREVIEW = 160  # characters of a question or answer shown in a table cell
-# pool columns too long for a table: shown on the trace's own page
-LONG = ("question", "thinking", "answer", "reference", "metadata", "system1_answer")
+# a trace's texts, and any annotation text longer than SHORT characters on average: on the trace's own page
+LONG = ("question", "thinking", "answer", "reference", "metadata")
+SHORT = 80
 SELECTION_FIRST = ("trace_id", "kept", "reason", "rank", "mode", "topic", "question")
 # an evaluated question's status under the task's headline metric
 RIGHT, WRONG, PARTIAL, NO_ANSWER = "right", "wrong", "partial", "no answer"
@@ -260,8 +261,8 @@ def _status(value, no_answer) -> str:
 
 
 def _scalars(table: pa.Table) -> pa.Table:
-    """An annotation's columns a table cell can show: a list of strings (strategies) joined, other lists
-    (embeddings) and long texts left to the trace's page."""
+    """An annotation's columns a table cell can show: a list of strings (strategies) joined; other lists
+    (embeddings) and long texts (a System-1 answer, a judge's reply) left to the trace's page."""
     out = {}
     for f in table.schema:
         if f.name in LONG or pa.types.is_struct(f.type):
@@ -269,6 +270,8 @@ def _scalars(table: pa.Table) -> pa.Table:
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type):
             if pa.types.is_string(f.type.value_type):
                 out[f.name] = pc.binary_join(table.column(f.name), ", ")
+            continue
+        if pa.types.is_string(f.type) and (pc.mean(pc.utf8_length(table.column(f.name))).as_py() or 0) > SHORT:
             continue
         out[f.name] = table.column(f.name)
     return pa.table(out)
