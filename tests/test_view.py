@@ -208,16 +208,19 @@ def test_export_round_trips_through_datasets(site, study, tmp_path):
         out = CliRunner().invoke(cli_module.cli, ["export", *args[:1], str(tmp_path / what), "--what", what,
                                                   *args[1:]])
         assert out.exit_code == 0, out.output
+    def load(folder):  # a cache of its own: an earlier run's dataset of the same folder name is not this one
+        return datasets.load_dataset(str(folder), cache_dir=str(tmp_path / "hf-cache"))
+
     selection = stored(r, "select").to_pylist()
     chosen = [x["trace_id"] for x in sorted((x for x in selection if x["kept"]), key=lambda x: x["rank"])]
-    loaded = datasets.load_dataset(str(tmp_path / "selection"))["train"]
+    loaded = load(tmp_path / "selection")["train"]
     assert loaded["trace_id"] == chosen  # the training set, in the order the selector chose it
     pool = {x["trace_id"]: x for x in stored(r, "teacher").to_pylist()}
     assert loaded["thinking"] == [pool[t]["thinking"] for t in chosen]
-    everything = datasets.load_dataset(str(tmp_path / "pool"))["train"]
+    everything = load(tmp_path / "pool")["train"]
     assert sorted(everything["trace_id"]) == sorted(pool)
     assert set(everything["reason"]) == {x["reason"] for x in selection}
-    answers = datasets.load_dataset(str(tmp_path / "eval"))
+    answers = load(tmp_path / "eval")
     assert list(answers) == [re.sub(r"\W+", "_", t) for t in r.tasks()]
     assert answers[re.sub(r"\W+", "_", task)]["status"] == r.samples(task).column("status").to_pylist()
     card = (tmp_path / "selection" / "README.md").read_text()
