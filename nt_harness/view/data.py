@@ -172,27 +172,29 @@ class Run:
                                                                                      ("rank", "ascending")])
             return self._tables["order"]
 
+    def _trace_tables(self) -> list[Path]:
+        """The stored tables that say something of each trace: the pool, then each annotation."""
+        stages = self.result.stages
+        found = [self.entry("teacher", stages.get("teacher", ""))]
+        found += [self.entry("annotate", key) for key in stages.get("annotate", [])]
+        return [path / "data.parquet" for path in found if path is not None]
+
     def trace(self, trace_id: str) -> dict:
         """A trace in full: the teacher's texts, the selection's decision and every annotation."""
-        stages = self.result.stages
-        decision = _row(self.entry("select", stages["select"]), trace_id)
+        selection = self.entry("select", self.result.stages["select"])
+        decision = _row(selection / "data.parquet", trace_id) if selection else None
         if decision is None:
             raise KeyError(trace_id)
-        row = _row(self.entry("teacher", stages.get("teacher", "")), trace_id) or {"trace_id": trace_id}
-        row.update(decision)
-        for key in stages.get("annotate", []):
-            row.update(_row(self.entry("annotate", key), trace_id) or {})
-        return row
+        row = {"trace_id": trace_id}
+        for path in self._trace_tables():
+            row.update(_row(path, trace_id) or {})
+        return {**row, **decision}
 
-    def traces(self, limit: int):
-        """Every trace in full (for a static site), read in one pass rather than one lookup each."""
-        stages = self.result.stages
-        table = pq.read_table(self.entry("select", stages["select"]) / "data.parquet")
-        inputs = [("teacher", stages.get("teacher", ""))] + [("annotate", k) for k in stages.get("annotate", [])]
-        for stage, key in inputs:
-            path = self.entry(stage, key)
-            if path is not None:
-                table = _beside(table, pq.read_table(path / "data.parquet"))
+    def traces(self, limit: int | None):
+        """Every trace in full (for a static site, an export), read in one pass rather than one lookup each."""
+        table = pq.read_table(self.entry("select", self.result.stages["select"]) / "data.parquet")
+        for path in self._trace_tables():
+            table = _beside(table, pq.read_table(path))
         yield from table.slice(0, limit).to_pylist()
 
     # -- the evaluation -------------------------------------------------------------------------------
@@ -292,8 +294,6 @@ def _beside(left: pa.Table, right: pa.Table) -> pa.Table:
     return joined.take(order)
 
 
-def _row(path: Path | None, trace_id: str) -> dict | None:
-    if path is None:
-        return None
-    table = pq.read_table(path / "data.parquet", filters=[("trace_id", "=", trace_id)])
+def _row(path: Path, trace_id: str) -> dict | None:
+    table = pq.read_table(path, filters=[("trace_id", "=", trace_id)])
     return table.slice(0, 1).to_pylist()[0] if table.num_rows else None
