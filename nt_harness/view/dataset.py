@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -70,7 +71,7 @@ def _splits(run: Run, what: str) -> dict[str, pa.Table]:
         raise UserError(str(e)) from e
     if what == "selection":
         table = table.filter(table.column("kept"))
-        table = table.take(pa.compute.sort_indices(table, sort_keys=[("rank", "ascending")]))
+        table = table.take(pc.sort_indices(table, sort_keys=[("rank", "ascending")]))
     return {"train": table}
 
 
