@@ -89,7 +89,11 @@ class RayExecutor(Executor):
                     raise UserError(f"{owner[ref]} of {owner[ref].recipe} failed in Ray: {type(e).__name__}; "
                                     f"it stored nothing, a rerun builds it") from e
         except BaseException:
-            for ref in owner:  # a failure or Ctrl-C: the others stop, storing nothing (finished ones: no-op)
+            # a failure or Ctrl-C: the others stop, storing nothing. Only those not finished: force-cancelling a
+            # task whose reply is arriving can abort the driver inside Ray ("Tried to complete task that was not
+            # pending", seen with Ray 2.x here)
+            running = ray.wait(list(owner), num_returns=len(owner), timeout=0)[1] if owner else []
+            for ref in running:
                 ray.cancel(ref, force=True)
             raise
         finally:
