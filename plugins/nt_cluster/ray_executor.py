@@ -91,7 +91,7 @@ class RayExecutor(Executor):
         except BaseException:
             # a failure or Ctrl-C: the others stop, storing nothing. Only those not finished: force-cancelling a
             # task whose reply is arriving can abort the driver inside Ray ("Tried to complete task that was not
-            # pending", seen with Ray 2.x here)
+            # pending", seen once with Ray 2.60 in CI)
             running = ray.wait(list(owner), num_returns=len(owner), timeout=0)[1] if owner else []
             for ref in running:
                 ray.cancel(ref, force=True)
