@@ -107,6 +107,10 @@ def command_line(pm: Plugins, recipe: Recipe, opts: dict, budget: int | None, sp
     return apply_sets(spec, list(opts.get("set") or ()))
 
 
+WORKDIR = click.option("--workdir", default=lambda: os.environ.get("NT_HARNESS_WORKDIR", ".nt-harness"),
+                       show_default=".nt-harness", help="stage store (shared by all runs)")
+
+
 def run_options(f):
     options = [
         click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
@@ -117,8 +121,7 @@ def run_options(f):
         click.option("--teacher", help="teacher component name or teacher model"),
         click.option("--benchmarks", help="comma-separated NAME or NAME:TASK"),
         click.option("--seed", type=int),
-        click.option("--workdir", default=lambda: os.environ.get("NT_HARNESS_WORKDIR", ".nt-harness"),
-                     show_default=".nt-harness", help="stage store (shared by all runs)"),
+        WORKDIR,
         click.option("--set", "set", multiple=True, metavar="KEY=VALUE",
                      help="override any setting, e.g. trainer.lr=1e-5 or benchmarks.lmeval.limit=8"),
         click.option("--force", multiple=True, type=click.Choice(STAGES + ("all",)),
@@ -304,31 +307,32 @@ for _stage, _doc in [
     _stage_command(_stage, _doc)
 
 
+def leaderboard_folders(folders, results: str) -> list[Path]:
+    """The folders named, else every leaderboard under ``results``; each must hold a leaderboard.json."""
+    paths = [Path(f) for f in folders] or sorted(p.parent for p in Path(results).glob("*/leaderboard.json"))
+    if not paths:
+        raise SpecError(f"no leaderboards under {results}/ (run `nt-harness compare` first, or name a folder)")
+    for folder in paths:
+        if not (folder / "leaderboard.json").is_file():
+            raise SpecError(f"{folder}: no leaderboard.json here (a folder that `nt-harness compare` wrote)")
+    return paths
+
+
 @cli.command(name="leaderboard")
 @click.argument("folders", nargs=-1)
 @click.option("--results", default="results", show_default=True)
 def show_leaderboard(folders, results):
     """Re-render stored leaderboards (all under --results when none given) without recomputing."""
-    paths = [Path(f) for f in folders] or sorted(p.parent for p in Path(results).glob("*/leaderboard.json"))
-    if not paths:
-        raise SpecError(f"no leaderboards under {results}/")
-    for folder in paths:
-        if not (folder / "leaderboard.json").exists():
-            raise SpecError(f"{folder}: no leaderboard.json here")
+    for folder in leaderboard_folders(folders, results):
         runs, meta = leaderboard.load(folder)
         leaderboard.write(runs, folder, meta.pop("title"), {k: v for k, v in meta.items() if k != "created"})
         console.print(leaderboard.rich_table(runs, str(folder)))
 
 
-def _workdir_option(f):
-    return click.option("--workdir", default=lambda: os.environ.get("NT_HARNESS_WORKDIR", ".nt-harness"),
-                        show_default=".nt-harness", help="the stage store the study ran in")(f)
-
-
 @cli.command()
 @click.argument("folders", nargs=-1)
 @click.option("--results", default="results", show_default=True)
-@_workdir_option
+@WORKDIR
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=click.IntRange(1, 65535), help="port to listen on (default: a free one)")
 @click.option("--export", "export_to", type=click.Path(file_okay=False),
@@ -339,10 +343,7 @@ def view(folders, results, workdir, host, port, export_to):
     from nt_harness.view.app import Site, serve, write_site
     from nt_harness.view.data import open_studies
 
-    paths = [Path(f) for f in folders] or sorted(p.parent for p in Path(results).glob("*/leaderboard.json"))
-    if not paths:
-        raise SpecError(f"no leaderboards under {results}/ (run `nt-harness compare` first, or name a folder)")
-    site = Site(open_studies(paths, Path(workdir)))
+    site = Site(open_studies(leaderboard_folders(folders, results), Path(workdir)))
     if export_to:
         n = write_site(site, Path(export_to))
         console.print(f"written: {n} files under {export_to}/ (open {export_to}/index.html)")
@@ -357,7 +358,7 @@ def view(folders, results, workdir, host, port, export_to):
                                             "row's decisions) or eval (the student's answers)")
 @click.option("--recipe", help="the leaderboard row's recipe (needed when the study has several)")
 @click.option("--budget", type=int, help="the row's budget (needed when a recipe ran at several)")
-@_workdir_option
+@WORKDIR
 def export_cmd(run, out, what, recipe, budget, workdir):
     """Write a leaderboard row's selection, pool or answers as a Hugging Face dataset folder (RUN: the
     study's results folder; OUT: a new folder) that `datasets.load_dataset(OUT)` reads."""
@@ -366,7 +367,7 @@ def export_cmd(run, out, what, recipe, budget, workdir):
 
     if what not in dataset.KINDS:  # before any reading
         raise SpecError(f"unknown export {what!r}: one of {', '.join(dataset.KINDS)}")
-    study = next(iter(open_studies([Path(run)], Path(workdir)).values()))
+    study = next(iter(open_studies(leaderboard_folders([run], ""), Path(workdir)).values()))
     rows = dataset.export(dataset.pick_run(study, recipe, budget), what, Path(out))
     console.print(f"written: {out}/ ({', '.join(f'{k} {v:,} rows' for k, v in rows.items())}); "
                   f"datasets.load_dataset({str(out)!r}) reads it")

@@ -34,18 +34,14 @@ RIGHT, WRONG, PARTIAL, NO_ANSWER = "right", "wrong", "partial", "no answer"
 
 
 def open_studies(folders: list[Path], workdir: Path) -> dict[str, Study]:
-    """Each folder by its name; a folder without a leaderboard is refused by name."""
+    """Each leaderboard folder by its name (the CLI has checked each holds a leaderboard.json)."""
     studies = {}
     for folder in folders:
         folder = Path(folder)
-        if not (folder / "leaderboard.json").is_file():
-            raise UserError(f"{folder}: no leaderboard.json here (a folder that `nt-harness compare` wrote)")
         name = folder.resolve().name
         if name in studies:
             raise UserError(f"two folders named {name!r}: view them one at a time")
         studies[name] = Study(name, folder, Path(workdir))
-    if not studies:
-        raise UserError("no result folders to view")
     return studies
 
 
