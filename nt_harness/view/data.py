@@ -206,16 +206,19 @@ class Run:
                 self._tables[("samples", task)] = self._samples(task)
             return self._tables[("samples", task)]
 
+    def _all_samples(self) -> pa.Table | None:
+        """Every evaluation's samples of this row, read once for all its tasks."""
+        if "all samples" not in self._tables:
+            paths = [self.entry("evaluate", key) for key in self.result.stages.get("evaluate", [])]
+            parts = [pq.read_table(p / "samples.parquet") for p in paths if p and (p / "samples.parquet").exists()]
+            self._tables["all samples"] = pa.concat_tables(parts, promote_options="permissive") if parts else None
+        return self._tables["all samples"]
+
     def _samples(self, task: str) -> pa.Table:
         metric, filter_ = self.tasks()[task]
-        parts = []
-        for key in self.result.stages.get("evaluate", []):
-            path = self.entry("evaluate", key)
-            if path is not None and (path / "samples.parquet").exists():
-                parts.append(pq.read_table(path / "samples.parquet"))
-        if not parts:
+        table = self._all_samples()
+        if table is None:
             raise LookupError(f"no stored samples for {task} of {self.label} in {self.study.workdir}")
-        table = pa.concat_tables(parts, promote_options="permissive")
         table = table.filter(pc.field("task") == task)
         if "filter" in table.column_names and filter_ in set(table.column("filter").to_pylist()):
             table = table.filter(pc.field("filter") == filter_)
@@ -230,12 +233,13 @@ class Run:
 
     # -- training ------------------------------------------------------------------------------------
     def training(self) -> pa.Table | None:
-        """The trainer's per-step metrics (records.TRAIN_METRICS), when it wrote them."""
-        key = self.result.stages.get("train")
-        path = self.entry("train", key) if key else None
-        if path is None or not (path / TRAIN_METRICS).exists():
-            return None
-        return pq.read_table(path / TRAIN_METRICS)
+        """The trainer's per-step metrics (records.TRAIN_METRICS), when it wrote them; read once."""
+        if "training" not in self._tables:
+            key = self.result.stages.get("train")
+            path = self.entry("train", key) if key else None
+            found = path is not None and (path / TRAIN_METRICS).exists()
+            self._tables["training"] = pq.read_table(path / TRAIN_METRICS) if found else None
+        return self._tables["training"]
 
 
 def _compact(table: pa.Table) -> pa.Table:
