@@ -534,14 +534,13 @@ def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], 
     recorded again every step). Without CUDA graphs the call only bumps a counter.
 
     ``max_grad_norm`` 0 clips nothing but still measures the norm: an infinite bound scales every gradient by
-    exactly 1.0, through the same Accelerate call that knows how to sum a sharded (FSDP) norm. The norm reaches
-    the host before the optimizer's kernels are queued, so the GPU waits only for their launch, not their run.
+    exactly 1.0, through the same Accelerate call that knows how to sum a sharded (FSDP) norm. The norm is read
+    on the host only after the optimizer's kernels are queued, so it adds no stall before them.
     """
     torch.compiler.cudagraph_mark_step_begin()
     lr = optimizer.param_groups[0]["lr"]  # what this update uses (DeepSpeed steps inside backward_window)
     loss, targets = backward_window(accelerator, model, window)
     norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else math.inf)
-    grad_norm = float(norm) if norm is not None else None  # DeepSpeed's engine may not say
     optimizer.step()
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
@@ -550,4 +549,4 @@ def optimizer_step(accelerator, model, optimizer, schedule, window: list[dict], 
         counts = accelerator.reduce(torch.tensor([real, computed], device=accelerator.device), reduction="sum")
         real, computed = counts.tolist()
     return {"loss": loss, "targets": targets, "real_tokens": int(real), "computed_tokens": int(computed),
-            "lr": lr, "grad_norm": grad_norm}
+            "lr": lr, "grad_norm": float(norm) if norm is not None else None}  # DeepSpeed's engine may not say
