@@ -45,27 +45,25 @@ def mask(table: pa.Table, filters: list[dict]):
     """The rows every filter keeps: ``=`` compares, ``like`` finds the text anywhere, ignoring case."""
     keep = None
     for f in filters:
-        name, value = f.get("field", ""), f.get("value", "")
+        name = f.get("field", "")
         if name not in table.column_names:
             raise UserError(f"no column {name!r} to filter on")
-        column = table.column(name)
-        if f.get("type", "=") == "like" and pa.types.is_dictionary(column.type):  # each distinct text once
-            chunk = column.combine_chunks()
-            m = pc.match_substring(chunk.dictionary, value, ignore_case=True).take(chunk.indices)
-        elif f.get("type", "=") == "like":
-            text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-            m = pc.match_substring(text, value, ignore_case=True)
-        elif pa.types.is_dictionary(column.type):  # compare the small integers, not the strings
-            chunk = column.combine_chunks()
-            m = pc.equal(chunk.indices, pc.index(chunk.dictionary, value).as_py())
-        else:
-            try:
-                m = pc.equal(column, _value(column, value))
-            except ValueError as e:
-                raise UserError(f"{name}: {value!r} is not a {column.type}") from e
-        m = pc.fill_null(m, False)
+        m = pc.fill_null(_matches(table.column(name).combine_chunks(), f.get("type", "="), f.get("value", ""), name),
+                         False)
         keep = m if keep is None else pc.and_(keep, m)
     return keep
+
+
+def _matches(column: pa.Array, kind: str, value: str, name: str) -> pa.Array:
+    if pa.types.is_dictionary(column.type):  # each distinct value once, then spread by the indices
+        return _matches(column.dictionary, kind, value, name).take(column.indices)
+    if kind == "like":
+        text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+        return pc.match_substring(text, value, ignore_case=True)
+    try:
+        return pc.equal(column, _value(column, value))
+    except ValueError as e:
+        raise UserError(f"{name}: {value!r} is not a {column.type}") from e
 
 
 def query(table: pa.Table, params, order: pa.Array | None = None, orders: dict | None = None) -> dict:
